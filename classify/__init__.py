@@ -1,0 +1,1 @@
+"""Stage 1: classifiers, plain or ICASC."""

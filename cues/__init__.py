@@ -1,0 +1,1 @@
+"""Stage 2: attention maps and SEC localization cues."""

@@ -1,0 +1,1 @@
+"""The driver: configuration, the `sharpen` command line, and the end-to-end run."""

@@ -1,0 +1,205 @@
+"""The ``sharpen`` command: one subcommand per stage, run in order.
+
+    sharpen data build|check      datasets in VOC layout
+    sharpen classify ...          stage 1: classifiers, plain or ICASC
+    sharpen cues ...              stage 2: attention maps and SEC localization cues
+    sharpen segment ...           stage 3: SEC segmenter, CRF, predictions, submissions
+    sharpen eval ...              metrics: mIoU, classification
+    sharpen run                   all stages in order from one config
+
+Each stage also runs as ``python -m <package>`` (``python -m data build --out DIR``).
+Bad input exits with status 2 and one line ``error: <file>: <what was expected>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from data.errors import DatasetError
+
+from .config import ConfigError
+
+STAGES = ("data", "classify", "cues", "segment", "eval", "run")
+
+
+class StageNotAvailable(RuntimeError):
+    """A stage this version does not implement yet."""
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=None,
+                   help="run configuration (TOML, see configs/); defaults apply where absent")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config key, e.g. --set classify.lr=0.02 (repeatable; value parsed as TOML)")
+
+
+# --------------------------------------------------------------------------- data
+def _cmd_data_build(args: argparse.Namespace) -> int:
+    from data.builtin import build_builtin_dataset
+
+    summary = build_builtin_dataset(args.out, seed=args.seed, size=args.size, workers=args.workers,
+                                    progress=not args.quiet)
+    if not args.quiet:
+        splits = summary.get("splits", summary.get("counts", {}))
+        print(f"built-in dataset at {args.out}: " + ", ".join(f"{k} {v}" for k, v in splits.items())
+              + f" ({summary.get('seconds', 0.0):.1f} s)")
+    return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from data.check import check_dataset, format_summary
+    from data.io import write_json_atomic
+
+    summary = check_dataset(args.root, splits=args.split or None, progress=not args.quiet)
+    print(format_summary(summary))
+    if args.json:
+        write_json_atomic(args.json, summary)
+    return 0
+
+
+def _build_data_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="datasets in VOC layout: build the built-in one, check a folder",
+                       description="Datasets in PASCAL VOC layout (VOC 2012, SBD train_aug, the built-in dataset).")
+    dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    b = dsub.add_parser("build", help="generate the built-in dataset in VOC layout",
+                        description="Generate the built-in WSSS dataset (12 VOC classes, bodies with small "
+                                    "discriminative parts, class-correlated scenes, occlusion, void borders) in "
+                                    "exactly the VOC 2012 layout. Deterministic for a seed; a complete build "
+                                    "at --out with the same seed and size is skipped.")
+    b.add_argument("--out", type=Path, required=True, help="folder to write (created if missing)")
+    b.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    b.add_argument("--size", choices=("small", "default"), default="default",
+                   help="small: a few hundred images for tests; default: >=1500 train, >=300 val, >=300 test")
+    b.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    b.set_defaults(func=_cmd_data_build)
+
+    c = dsub.add_parser("check", help="validate a dataset folder and print a summary",
+                        description="Read every image and mask of a VOC-layout folder; print images per split, "
+                                    "masks, images per class and images with 2+ classes, or exit 2 at the first "
+                                    "problem with a message naming the file.")
+    c.add_argument("--root", type=Path, required=True, help="VOCdevkit, VOC2012 or built-in dataset folder")
+    c.add_argument("--split", action="append", default=[], help="only this split (repeatable; default: all found)")
+    c.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=_cmd_data_check)
+
+
+# --------------------------------------------------------------------------- eval
+def _cmd_eval_segmentation(args: argparse.Namespace) -> int:
+    from eval.predictions import evaluate_prediction_folder
+
+    scores = evaluate_prediction_folder(args.pred, args.root, args.split, progress=not args.quiet)
+    print(scores.table())
+    if args.json:
+        from data.io import write_json_atomic
+
+        write_json_atomic(args.json, {"pred": str(args.pred), "root": str(args.root), "split": args.split,
+                                      **scores.to_dict()})
+    return 0
+
+
+def _build_eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="metrics: segmentation mIoU (classification: stage 1)",
+                       description="Metrics. Segmentation: one 21x21 confusion matrix over the split, "
+                                   "ground truth 255 ignored, per-class IoU and mIoU over classes present.")
+    esub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    s = esub.add_parser("segmentation", help="mIoU of a folder of predicted label PNGs",
+                        description="Score a folder of predicted masks (<id>.png, palette or grey, values 0-20) "
+                                    "against a split's ground truth; print the per-class IoU table.")
+    s.add_argument("--pred", type=Path, required=True, help="folder of predicted <id>.png masks")
+    s.add_argument("--root", "--gt", dest="root", type=Path, required=True, help="dataset folder (VOC layout)")
+    s.add_argument("--split", default="val", help="split whose ground truth to use (default val)")
+    s.add_argument("--json", type=Path, default=None, help="also write the scores as JSON here")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_eval_segmentation)
+
+
+# --------------------------------------------------------------------------- stages still to come
+_PLANNED = {
+    "classify": ("stage 1: train and evaluate VGG-19 / ResNet classifiers, baseline or ICASC",
+                 "issue 4 (classify)"),
+    "cues": ("stage 2: attention maps (Grad-CAM, Grad-CAM++, channel-weighted) and SEC localization cues",
+             "issue 5 (cues)"),
+    "segment": ("stage 3: SEC training of a DeepLab segmenter, dense-CRF refinement, predictions, VOC submissions",
+                "issue 6 (segment)"),
+}
+
+
+def _planned_stage(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise StageNotAvailable(f"`sharpen {name}` is not implemented in this version yet ({_PLANNED[name][1]})")
+    return run
+
+
+def _build_planned_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    help_text, issue = _PLANNED[name]
+    p = sub.add_parser(name, help=f"{help_text} (not yet available)",
+                       description=f"{help_text[0].upper()}{help_text[1:]}. Not implemented yet: see {issue}.")
+    _add_config_options(p)
+    p.set_defaults(func=_planned_stage(name))
+
+
+# --------------------------------------------------------------------------- run
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .run import run_pipeline
+
+    cfg = load_config(args.config, args.overrides)
+    if args.run_dir is not None:
+        cfg.run.run_dir = str(args.run_dir)
+    run_pipeline(cfg, progress=not args.quiet)
+    return 0
+
+
+def _build_run_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the stages in order from one config",
+                       description="Run the pipeline from one config: build or locate the dataset and check it, "
+                                   "then the stages this version implements, writing each stage's outputs, "
+                                   "config and timings under the run folder.")
+    _add_config_options(p)
+    p.add_argument("--run-dir", type=Path, default=None, help="output folder (default: run.run_dir of the config)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sharpen",
+        description="sharpen-focus: weakly-supervised semantic segmentation with ICASC attention, "
+                    "and a comparison of attention mechanisms as localization cues.",
+    )
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    _build_data_parser(sub)
+    for name in _PLANNED:
+        _build_planned_parser(sub, name)
+    _build_eval_parser(sub)
+    _build_run_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (DatasetError, ConfigError, StageNotAvailable, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def stage_main(stage: str) -> None:
+    """Entry point of ``python -m <stage>``."""
+    sys.exit(main([stage, *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

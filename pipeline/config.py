@@ -1,0 +1,303 @@
+"""One TOML file per run, read with the standard library into typed dataclasses.
+
+Every stage reads the same :class:`Config`. Any key can be overridden from the command line
+with ``--set section.key=value`` (the value is parsed as a TOML value, so ``--set
+classify.lr=0.02``, ``--set cues.scales=[1.0,0.5]`` and ``--set data.root=/data/VOC`` all
+work). An unknown section or key, or a value of the wrong type, is an error that names the key
+and the file (or ``--set``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is malformed; the message names the key and its source."""
+
+
+@dataclass
+class RunConfig:
+    """[run]: what every stage shares."""
+
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    run_dir: str = "runs/default"
+
+
+@dataclass
+class DataConfig:
+    """[data]: the dataset and how images are prepared (SPEC §7)."""
+
+    root: str = "builtin_data"
+    builtin: bool = False  # build the built-in dataset at `root` when it is missing
+    builtin_size: str = "default"  # "small" | "default"
+    builtin_seed: int = 0
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    num_workers: int = 2
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    scale_range: list[float] = field(default_factory=lambda: [0.7, 1.3])
+    hflip: bool = True
+
+
+@dataclass
+class ClassifyConfig:
+    """[classify]: classifier training, plain or ICASC (SPEC §2-3)."""
+
+    arch: str = "resnet18"  # resnet18 | resnet50 | resnet101 | vgg19
+    weights: str = "none"  # "none" | "imagenet" | a path to a local state dict
+    variants: list[str] = field(default_factory=lambda: ["baseline", "icasc-gradcam", "icasc"])
+    multilabel: bool = True
+    image_size: int = 299
+    batch_size: int = 16
+    epochs: int = 20
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # "cosine" (one cycle) | "step"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    sigma: float = 0.55  # target-region threshold σ (Eq. 4)
+    omega: float = 100.0  # target-region sharpness ω (Eq. 4)
+    theta: float = 0.8  # consistency margin θ (Eq. 5)
+    weight_as_inner: float = 1.0
+    weight_as_last: float = 1.0
+    weight_ac: float = 1.0
+    target_region_grad: bool = False
+    amp: bool = True
+    channels_last: bool = True
+
+
+@dataclass
+class CuesConfig:
+    """[cues]: attention extraction and SEC localization cues (SPEC §4, §6)."""
+
+    mechanisms: list[str] = field(default_factory=lambda: ["gradcam", "gradcampp", "channel"])
+    scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
+    flip: bool = True
+    fg_threshold: float = 0.2
+    bg_rule: str = "lowest"  # "lowest" attention fraction | "saliency"
+    bg_fraction: float = 0.1
+    storage: str = "float16"  # "float16" | "uint8"
+    batch_size: int = 8
+
+
+@dataclass
+class SegmentConfig:
+    """[segment]: SEC training of the segmenter, CRF and prediction (SPEC §4-5)."""
+
+    model: str = "deeplab-largefov"  # "deeplab-largefov" | "deeplabv3plus"
+    encoder: str = "resnet50"  # for deeplabv3plus
+    weights: str = "none"
+    crop_size: int = 321
+    batch_size: int = 15
+    iterations: int = 8000
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "step"  # "step" | "poly"
+    lr_step: int = 2000
+    gamma: float = 0.1
+    poly_power: float = 0.9
+    last_layer_lr_mult: float = 10.0
+    decay_fg: float = 0.996
+    decay_bg: float = 0.999
+    crf_bilateral_weight: float = 10.0
+    crf_bilateral_sxy: float = 80.0
+    crf_bilateral_srgb: float = 13.0
+    crf_gaussian_weight: float = 3.0
+    crf_gaussian_sxy: float = 3.0
+    crf_iterations: int = 10
+    crf_processes: int = 2
+    predict_scales: list[float] = field(default_factory=lambda: [1.0])
+    predict_flip: bool = True
+    amp: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """[eval]: metric settings (SPEC §6)."""
+
+    tau_min: float = 0.05
+    tau_max: float = 0.60
+    tau_step: float = 0.01
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    cues: CuesConfig = field(default_factory=CuesConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: str = field(default="<defaults>", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+    def section_hash(self, *sections: str) -> str:
+        """A short stable hash of the named sections, for judging whether a stage's outputs are current."""
+        d = self.to_dict()
+        payload = json.dumps({s: d[s] for s in sections}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "run": RunConfig, "data": DataConfig, "classify": ClassifyConfig,
+    "cues": CuesConfig, "segment": SegmentConfig, "eval": EvalConfig,
+}
+
+
+def _check_value(value: Any, annotation: Any, where: str) -> Any:
+    """Return ``value`` converted to the field's type, or raise ConfigError naming ``where``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            try:
+                return _check_value(value, arg, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: value {value!r} has the wrong type; expected {annotation}")
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check_value(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected nothing, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported field type {annotation}")  # pragma: no cover
+
+
+def _section_from_dict(section: str, values: dict[str, Any], source: str) -> Any:
+    cls = _SECTION_TYPES[section]
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(
+                f"{source}: unknown key '{section}.{key}'; valid keys of [{section}]: {', '.join(sorted(known))}"
+            )
+        kwargs[key] = _check_value(value, hints[key], f"{source}: {section}.{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    """Build a Config from a nested dict (as TOML gives), rejecting unknown sections and keys."""
+    sections = {}
+    for name, values in raw.items():
+        if name not in _SECTION_TYPES:
+            raise ConfigError(
+                f"{source}: unknown section [{name}]; valid sections: {', '.join(_SECTION_TYPES)}"
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: '{name}' must be a [{name}] table, got {values!r}")
+        sections[name] = _section_from_dict(name, values, source)
+    return Config(**sections, source=source)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse ``section.key=value``; the value is read as TOML, else taken as a plain string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    dotted, raw_value = text.split("=", 1)
+    parts = dotted.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. classify.lr=0.02")
+    try:
+        value = tomllib.loads(f"v = {raw_value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw_value.strip()
+    return parts[0], parts[1], value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for text in overrides or []:
+        section, key, value = parse_override(text)
+        if section not in _SECTION_TYPES:
+            raise ConfigError(f"--set {text!r}: unknown section [{section}]; valid sections: {', '.join(_SECTION_TYPES)}")
+        known = {f.name for f in dataclasses.fields(_SECTION_TYPES[section])}
+        if key not in known:
+            raise ConfigError(
+                f"--set {text!r}: unknown key '{section}.{key}'; valid keys of [{section}]: {', '.join(sorted(known))}"
+            )
+        raw.setdefault(section, {})[key] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a TOML config (defaults when ``path`` is None) and apply ``--set`` overrides."""
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    # Validate the file before the overrides, so an error names the file, not --set.
+    config_from_dict(raw, source)
+    merged = apply_overrides(raw, overrides)
+    cfg = config_from_dict(merged, source + (" with --set overrides" if overrides else ""))
+    cfg.source = source
+    return cfg
+
+
+def dump_toml(cfg: Config) -> str:
+    """The config as TOML text (what a stage saves next to its outputs)."""
+    lines: list[str] = []
+    for section, values in cfg.to_dict().items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")

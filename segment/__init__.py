@@ -1,0 +1,1 @@
+"""Stage 3: SEC segmenter, dense CRF, predictions and submissions."""

@@ -1,0 +1,5 @@
+"""``python -m segment ...`` is ``sharpen segment ...``."""
+
+from pipeline.cli import stage_main
+
+stage_main("segment")
