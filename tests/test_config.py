@@ -1,0 +1,88 @@
+"""TOML configs into typed dataclasses; unknown keys and wrong types name the key and the file."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, ConfigError, config_from_dict, dump_toml, load_config
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_shipped_configs_load(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config) and cfg.source == str(path)
+
+
+def test_defaults_follow_spec():
+    cfg = Config()
+    assert (cfg.classify.sigma, cfg.classify.omega, cfg.classify.theta) == (0.55, 100.0, 0.8)
+    assert (cfg.segment.decay_fg, cfg.segment.decay_bg) == (0.996, 0.999)
+    assert cfg.cues.fg_threshold == 0.2 and cfg.cues.bg_fraction == 0.1
+    assert (cfg.eval.tau_min, cfg.eval.tau_max, cfg.eval.tau_step) == (0.05, 0.60, 0.01)
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[classify]\nlr = 0.1\nlearning_rate = 0.2\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "classify.learning_rate" in str(err.value)
+    assert "valid keys of [classify]" in str(err.value)
+
+
+def test_unknown_section(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[trainer]\nlr = 0.1\n")
+    with pytest.raises(ConfigError, match=r"c.toml: unknown section \[trainer\]"):
+        load_config(path)
+
+
+def test_wrong_type(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[classify]\nepochs = "ten"\n')
+    with pytest.raises(ConfigError, match=r"c.toml: classify.epochs: expected an integer, got 'ten'"):
+        load_config(path)
+    path.write_text("[cues]\nscales = [1.0, \"x\"]\n")
+    with pytest.raises(ConfigError, match=r"cues.scales\[1\]: expected a number"):
+        load_config(path)
+
+
+def test_overrides_are_typed(tmp_path):
+    cfg = load_config(None, ["classify.lr=0.02", "cues.scales=[1.0, 0.5]", "data.root=/data/VOC2012",
+                             "classify.amp=false", "classify.epochs=3", "classify.momentum=1"])
+    assert cfg.classify.lr == 0.02 and cfg.cues.scales == [1.0, 0.5] and cfg.data.root == "/data/VOC2012"
+    assert cfg.classify.amp is False and cfg.classify.epochs == 3
+    assert isinstance(cfg.classify.momentum, float)
+
+
+def test_override_errors():
+    with pytest.raises(ConfigError, match=r"--set 'classify.lrr=1': unknown key 'classify.lrr'"):
+        load_config(None, ["classify.lrr=1"])
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(None, ["classify.lr"])
+    with pytest.raises(ConfigError, match="classify.epochs: expected an integer"):
+        load_config(None, ["classify.epochs=2.5"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "none.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run\n")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        load_config(bad)
+
+
+def test_dump_round_trip_and_hash():
+    cfg = load_config(None, ["classify.lr=0.5", "data.root=a b"])
+    again = config_from_dict(tomllib.loads(dump_toml(cfg)))
+    assert again.to_dict() == cfg.to_dict()
+    assert again.section_hash("data") == cfg.section_hash("data")
+    other = load_config(None, ["data.root=c"])
+    assert other.section_hash("data") != cfg.section_hash("data")
+    assert other.section_hash("classify") != cfg.section_hash("classify")
