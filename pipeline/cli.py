@@ -45,8 +45,9 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
                                     progress=not args.quiet)
     if not args.quiet:
         splits = summary.get("splits", summary.get("counts", {}))
+        timing = "already complete, reused" if summary.get("reused") else f"{summary.get('seconds', 0.0):.1f} s"
         print(f"built-in dataset at {args.out}: " + ", ".join(f"{k} {v}" for k, v in splits.items())
-              + f" ({summary.get('seconds', 0.0):.1f} s)")
+              + f" ({timing})")
     return 0
 
 
