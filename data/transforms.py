@@ -141,10 +141,10 @@ class Normalize:
 
     def __call__(self, sample: Sample) -> Sample:
         out = dict(sample)
-        image = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1).float().div_(255)
+        image = torch.from_numpy(np.array(sample["image"], dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255)
         out["image"] = (image - self.mean) / self.std
         if "mask" in sample:
-            out["mask"] = torch.from_numpy(np.ascontiguousarray(sample["mask"])).long()
+            out["mask"] = torch.from_numpy(np.array(sample["mask"], dtype=np.int64, copy=True))
         if "label" in sample:
             out["label"] = torch.as_tensor(sample["label"], dtype=torch.float32)
         return out

@@ -91,6 +91,75 @@ def _build_data_parser(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_cmd_data_check)
 
 
+# --------------------------------------------------------------------------- classify
+def _stage_config(args: argparse.Namespace):
+    from .config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if getattr(args, "device", None):
+        cfg.run.device = args.device
+    if getattr(args, "weights", None):
+        cfg.classify.weights = str(args.weights)
+    return cfg
+
+
+def _cmd_classify_train(args: argparse.Namespace) -> int:
+    from classify.train import train_classifier
+
+    cfg = _stage_config(args)
+    out = args.out or Path(cfg.run.run_dir) / "classify" / args.variant
+    train_classifier(cfg, args.variant, out, resume=args.resume, progress=not args.quiet)
+    return 0
+
+
+def _cmd_classify_evaluate(args: argparse.Namespace) -> int:
+    from classify.evaluate import evaluate_classifier, format_evaluation
+
+    cfg = _stage_config(args)
+    out_json = args.json or Path(args.checkpoint).parent / f"evaluation_{args.split or cfg.data.val_split}.json"
+    result = evaluate_classifier(cfg, args.checkpoint, split=args.split, mechanisms=args.mechanism or
+                                 ("gradcam", "channel"), out_json=out_json, progress=not args.quiet)
+    print(format_evaluation(result))
+    return 0
+
+
+def _build_classify_parser(sub: argparse._SubParsersAction) -> None:
+    from classify.train import VARIANTS
+
+    p = sub.add_parser("classify", help="stage 1: train and evaluate VGG-19 / ResNet classifiers, baseline or ICASC",
+                       description="Stage 1: multi-label (VOC layout) or single-label classifiers, trained plain "
+                                   "or with ICASC (attention separation on the inner and last layers plus "
+                                   "attention consistency, SPEC section 2).")
+    csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    t = csub.add_parser("train", help="train one variant",
+                        description="Train one classifier variant: baseline (classification loss only), "
+                                    "icasc-gradcam (ICASC losses on Grad-CAM maps) or icasc (on channel-weighted "
+                                    "maps). Writes checkpoint.pt (atomically, every epoch), metrics.json and "
+                                    "config.toml. Under torchrun it trains with DistributedDataParallel.")
+    _add_config_options(t)
+    t.add_argument("--variant", required=True, choices=list(VARIANTS), help="which variant to train")
+    t.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/classify/VARIANT)")
+    t.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
+    t.add_argument("--weights", type=Path, default=None,
+                   help="initial weights: a local state dict (e.g. ImageNet weights for offline use)")
+    t.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: run.device)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_classify_train)
+    e = csub.add_parser("evaluate", help="per-class AP, mAP, AUC, KS and attention overlap of a checkpoint",
+                        description="Evaluate a checkpoint: per-class AP and mAP, macro ROC AUC (multi-label), "
+                                    "top-1/top-5 (single-label), the KS distance of target vs most-confusing "
+                                    "class probabilities, and the mean attention overlap L_AS per mechanism.")
+    _add_config_options(e)
+    e.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt from classify train")
+    e.add_argument("--split", default=None, help="split to evaluate (default: data.val_split)")
+    e.add_argument("--mechanism", action="append", default=[],
+                   help="mechanism(s) for the attention overlap (default gradcam and channel)")
+    e.add_argument("--json", type=Path, default=None, help="where to write the JSON (default beside the checkpoint)")
+    e.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: run.device)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=_cmd_classify_evaluate)
+
+
 # --------------------------------------------------------------------------- eval
 def _cmd_eval_segmentation(args: argparse.Namespace) -> int:
     from eval.predictions import evaluate_prediction_folder
@@ -123,8 +192,6 @@ def _build_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- stages still to come
 _PLANNED = {
-    "classify": ("stage 1: train and evaluate VGG-19 / ResNet classifiers, baseline or ICASC",
-                 "issue 4 (classify)"),
     "cues": ("stage 2: attention maps (Grad-CAM, Grad-CAM++, channel-weighted) and SEC localization cues",
              "issue 5 (cues)"),
     "segment": ("stage 3: SEC training of a DeepLab segmenter, dense-CRF refinement, predictions, VOC submissions",
@@ -177,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     _build_data_parser(sub)
+    _build_classify_parser(sub)
     for name in _PLANNED:
         _build_planned_parser(sub, name)
     _build_eval_parser(sub)
@@ -189,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (DatasetError, ConfigError, StageNotAvailable, FileNotFoundError, ValueError) as e:
+    except (DatasetError, ConfigError, StageNotAvailable, FileNotFoundError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

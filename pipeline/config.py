@@ -57,9 +57,12 @@ class ClassifyConfig:
     """[classify]: classifier training, plain or ICASC (SPEC §2-3)."""
 
     arch: str = "resnet18"  # resnet18 | resnet50 | resnet101 | vgg19
+    dataset: str = "voc"  # "voc" (VOC layout, multi-label) | "imagefolder" | "cifar100" | "cub200"
+    dataset_root: str = ""  # for the single-label kinds; "" = data.root
+    train_split: str = ""  # "" = data.train_split
+    val_split: str = ""  # "" = data.val_split
     weights: str = "none"  # "none" | "imagenet" | a path to a local state dict
     variants: list[str] = field(default_factory=lambda: ["baseline", "icasc-gradcam", "icasc"])
-    multilabel: bool = True
     image_size: int = 299
     batch_size: int = 16
     epochs: int = 20
@@ -78,6 +81,8 @@ class ClassifyConfig:
     target_region_grad: bool = False
     amp: bool = True
     channels_last: bool = True
+    freeze_bn: bool = False  # BatchNorm in eval mode (running statistics), e.g. to fine-tune with small batches
+    sync_bn: bool = True  # SyncBatchNorm under DDP on CUDA (CPU/gloo DDP keeps per-process statistics)
 
 
 @dataclass

@@ -1,0 +1,329 @@
+"""Stage 1: train a classifier, plain (``baseline``) or with ICASC (``icasc-gradcam``, ``icasc``).
+
+One epoch loop, readable top to bottom: seed, data, model, optimiser and schedule, then per
+batch the classification loss plus, for ICASC variants, the attention separation losses on the
+inner and last layers and the attention consistency loss (SPEC §2, Eq. 6). A checkpoint is
+written atomically after every epoch; ``resume`` continues from the last one with the same RNG
+state, so an interrupted run ends with the same weights as an uninterrupted one. Under
+``torchrun`` the model is wrapped in DistributedDataParallel and each process takes its share
+of every global batch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from cues.attention import AttentionExtractor
+from data.io import write_bytes_atomic, write_json_atomic
+from pipeline.config import ClassifyConfig, Config, dump_toml
+from pipeline.device import DistInfo, barrier, init_distributed, resolve_device, seed_everything
+
+from .data import SeededDataset, build_dataset, classification_transform, collate
+from .icasc import attention_consistency_loss, attention_separation_loss, target_region
+from .models import build_classifier, check_checkpoint
+
+VARIANTS: dict[str, str | None] = {"baseline": None, "icasc-gradcam": "gradcam", "icasc": "channel"}
+"""Variant name -> attention mechanism its ICASC losses use (None: classification loss only)."""
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+
+
+def check_variant(variant: str) -> str | None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of: {', '.join(VARIANTS)}")
+    return VARIANTS[variant]
+
+
+# --------------------------------------------------------------------------- losses of one batch
+def classification_loss(logits: Tensor, batch: dict[str, Any], multilabel: bool) -> Tensor:
+    """Multi-label soft-margin loss on multi-hot labels, or cross-entropy on class indices."""
+    if multilabel:
+        return F.multilabel_soft_margin_loss(logits.float(), batch["label"].to(logits.device))
+    return F.cross_entropy(logits.float(), batch["target"].to(logits.device))
+
+
+def icasc_classes(logits: Tensor, batch: dict[str, Any], multilabel: bool) -> Tensor:
+    """(B, 1 + G): column 0 the most confusing class, then the targets (padded with -1).
+
+    Multi-label: every ground-truth class is a target; the most confusing class is the
+    highest-scoring class that is not in the ground truth. Single-label: the label and the
+    highest-scoring other class.
+    """
+    if multilabel:
+        truth = batch["label"].to(logits.device) > 0.5
+    else:
+        truth = F.one_hot(batch["target"].to(logits.device), logits.shape[1]).bool()
+    confusing = logits.detach().float().masked_fill(truth, float("-inf")).argmax(1)
+    width = max(int(truth.sum(1).max()), 1)
+    targets = torch.full((logits.shape[0], width), -1, dtype=torch.long, device=logits.device)
+    for b in range(logits.shape[0]):
+        cls = truth[b].nonzero().flatten()
+        targets[b, :cls.numel()] = cls
+    return torch.cat([confusing[:, None], targets], 1)
+
+
+@dataclass
+class IcascTerms:
+    as_inner: Tensor
+    as_last: Tensor
+    ac: Tensor
+
+
+def icasc_terms(maps_last: Tensor, maps_inner: Tensor, classes: Tensor, cfg: ClassifyConfig) -> IcascTerms:
+    """L_AS^inner, L_AS^last and L_AC (Eq. 3-5) of a batch from max-normalised maps (B, 1 + G, h, w).
+
+    Per image the terms are averaged over its target classes, then over the images that have one.
+    """
+    valid = classes[:, 1:] >= 0  # (B, G)
+    b_idx, g_idx = valid.nonzero(as_tuple=True)
+    t_last = maps_last[b_idx, g_idx + 1]
+    c_last = maps_last[b_idx, 0]
+    t_inner = maps_inner[b_idx, g_idx + 1]
+    c_inner = maps_inner[b_idx, 0]
+    region_last = target_region(t_last, cfg.sigma, cfg.omega, grad=cfg.target_region_grad)
+    region_inner = target_region(t_last, cfg.sigma, cfg.omega, size=tuple(t_inner.shape[-2:]),
+                                 grad=cfg.target_region_grad)
+    per_pair = {
+        "as_inner": attention_separation_loss(t_inner.float(), c_inner.float(), region_inner.float()),
+        "as_last": attention_separation_loss(t_last.float(), c_last.float(), region_last.float()),
+        "ac": attention_consistency_loss(t_inner.float(), region_inner.float(), cfg.theta),
+    }
+    counts = valid.sum(1).clamp(min=1).float()
+    has_target = valid.any(1)
+    out = {}
+    for name, values in per_pair.items():
+        per_image = torch.zeros(classes.shape[0], device=values.device).index_add(0, b_idx, values) / counts
+        out[name] = per_image[has_target].mean() if bool(has_target.any()) else values.sum() * 0.0
+    return IcascTerms(**out)
+
+
+# --------------------------------------------------------------------------- schedule
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ClassifyConfig, steps_per_epoch: int):
+    """One cycle of cosine annealing over all steps, or step decay at ``milestones`` (epochs)."""
+    if cfg.schedule == "cosine":
+        total = max(1, cfg.epochs * steps_per_epoch)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    if cfg.schedule == "step":
+        milestones = [m * steps_per_epoch for m in cfg.milestones]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
+    raise ValueError(f"unknown classify.schedule {cfg.schedule!r}; expected 'cosine' or 'step'")
+
+
+# --------------------------------------------------------------------------- training
+def _dataset_args(cfg: Config) -> tuple[str, str, str, str]:
+    c = cfg.classify
+    root = c.dataset_root or cfg.data.root
+    return c.dataset, root, c.train_split or cfg.data.train_split, c.val_split or cfg.data.val_split
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ValueError(f"{path}: not a readable checkpoint ({e})") from None
+
+
+def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: bool = False,
+                     progress: bool = True, max_batches: int | None = None,
+                     stop_after_batches: int | None = None) -> dict[str, Any]:
+    """Train ``variant`` per ``cfg`` into ``out_dir``; return the final metrics record.
+
+    ``max_batches`` caps the batches per epoch (quick runs); ``stop_after_batches`` stops the
+    run abruptly after that many batches in total, without a checkpoint for the unfinished
+    epoch (used to test resumption).
+    """
+    mechanism = check_variant(variant)
+    c = cfg.classify
+    out_dir = Path(out_dir)
+    device = resolve_device(cfg.run.device)
+    dist_info: DistInfo = init_distributed(device)
+    if dist_info.distributed and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+    ckpt_path = out_dir / CHECKPOINT
+
+    state = None
+    if ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path)
+        if state.get("variant") != variant:
+            raise ValueError(f"{ckpt_path}: checkpoint is for variant {state.get('variant')!r}, not {variant!r}; "
+                             "use another output folder")
+        if state.get("config_hash") != cfg.section_hash("classify", "data"):
+            raise ValueError(f"{ckpt_path}: checkpoint was made with another [classify]/[data] config; "
+                             "use another output folder or delete it to start fresh")
+        if state["epoch"] >= c.epochs:
+            if dist_info.is_main and progress:
+                print(f"[classify {variant}] already trained ({ckpt_path}), skipped")
+            return json.loads((out_dir / METRICS).read_text())[-1] if (out_dir / METRICS).is_file() else {}
+        if not resume:
+            raise ValueError(f"{ckpt_path}: an unfinished run is here (epoch {state['epoch']}/{c.epochs}); "
+                             "pass --resume to continue it, or use another output folder")
+
+    kind, root, train_split, _ = _dataset_args(cfg)
+    seed_everything(cfg.run.seed)
+    raw, num_classes, multilabel, class_names = build_dataset(kind, root, train_split)
+    transform = classification_transform(c.image_size, True, cfg.data.mean, cfg.data.std,
+                                         cfg.data.scale_range, cfg.data.hflip)
+    dataset = SeededDataset(raw, transform, cfg.run.seed)
+    if c.batch_size % dist_info.world_size:
+        raise ValueError(f"classify.batch_size {c.batch_size} is not divisible by {dist_info.world_size} processes")
+    local_batch = c.batch_size // dist_info.world_size
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
+                                                  shuffle=True, seed=cfg.run.seed, drop_last=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
+                                         num_workers=cfg.data.num_workers, collate_fn=collate,
+                                         pin_memory=device.type == "cuda")
+    steps_per_epoch = len(loader) if max_batches is None else min(len(loader), max_batches)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{root}: split {train_split!r} has {len(raw)} images, fewer than one batch of "
+                         f"{c.batch_size}")
+
+    torch.manual_seed(cfg.run.seed)
+    model = build_classifier(c.arch, num_classes, c.weights).to(device)
+    use_amp = c.amp and device.type == "cuda"
+    if c.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+    scheduler = make_scheduler(optimizer, c, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_epoch = 0
+    history: list[dict[str, Any]] = []
+    if state is not None:
+        check_checkpoint(state, c.arch, num_classes, ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        start_epoch = state["epoch"]
+        history = state["history"]
+    if dist_info.distributed and device.type == "cuda" and c.sync_bn and not c.freeze_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if dist_info.distributed:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if dist_info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(out_dir / "config.toml", dump_toml(cfg).encode())
+    extractor = AttentionExtractor(_unwrap(model), layers=("last", "inner"), mechanism=mechanism) \
+        if mechanism is not None else None
+    batches_run = 0
+    for epoch in range(start_epoch, c.epochs):
+        model.train()
+        if c.freeze_bn:
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        sums = {"loss": 0.0, "cls": 0.0, "as_inner": 0.0, "as_last": 0.0, "ac": 0.0}
+        seen = 0
+        t0 = time.perf_counter()
+        bar = tqdm(total=steps_per_epoch, desc=f"{variant} epoch {epoch + 1}/{c.epochs}",
+                   disable=not (progress and dist_info.is_main), leave=False)
+        for step, batch in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            if stop_after_batches is not None and batches_run >= stop_after_batches:
+                bar.close()
+                return {"interrupted": True, "epoch": epoch, "batches": batches_run}
+            images = batch["image"].to(device, non_blocking=True)
+            if c.channels_last and device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, enabled=use_amp):
+                if extractor is None:
+                    logits = model(images)
+                    terms = None
+                else:
+                    # The extractor runs the (DDP-wrapped) forward through its hooks on the inner model;
+                    # DDP's gradient hooks still fire because the parameters are shared.
+                    result = extractor(images, classes=lambda lg: icasc_classes(lg, batch, multilabel),
+                                       create_graph=True, normalize=True)
+                    logits = result.logits
+                    terms = icasc_terms(result.maps["last"], result.maps["inner"], result.classes, c)
+                loss_cls = classification_loss(logits, batch, multilabel)
+                loss = loss_cls
+                if terms is not None:
+                    loss = loss + c.weight_as_inner * terms.as_inner + c.weight_as_last * terms.as_last \
+                        + c.weight_ac * terms.ac
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if dist_info.distributed and extractor is not None:
+                _allreduce_grads(model)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            n = images.shape[0]
+            seen += n
+            sums["loss"] += loss.item() * n
+            sums["cls"] += loss_cls.item() * n
+            if terms is not None:
+                sums["as_inner"] += terms.as_inner.item() * n
+                sums["as_last"] += terms.as_last.item() * n
+                sums["ac"] += terms.ac.item() * n
+            batches_run += 1
+            bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items() if terms is not None or k in ("loss",)})
+            bar.update(1)
+        bar.close()
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                  "seconds": time.perf_counter() - t0, "images": seen * dist_info.world_size,
+                  **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
+        history.append(record)
+        if dist_info.is_main:
+            _save_checkpoint(ckpt_path, {
+                "arch": c.arch, "num_classes": num_classes, "variant": variant, "multilabel": multilabel,
+                "class_names": class_names, "epoch": epoch + 1, "config_hash": cfg.section_hash("classify", "data"),
+                "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "history": history,
+            })
+            write_json_atomic(out_dir / METRICS, history)
+            if progress:
+                print(f"[classify {variant}] epoch {epoch + 1}/{c.epochs} " +
+                      " ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith("train_")
+                               and (terms is not None or k in ("train_loss",))) + f" ({record['seconds']:.1f} s)")
+        barrier(dist_info)
+    return history[-1] if history else {}
+
+
+def _allreduce_grads(model: nn.Module) -> None:
+    """Average gradients over processes by hand where DDP's hooks did not run.
+
+    The ICASC forward goes through the unwrapped module (the attention hooks need it), so DDP's
+    reducer never saw that forward; averaging the gradients here gives the same update.
+    """
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    for p in _unwrap(model).parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(world)

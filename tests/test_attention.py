@@ -1,0 +1,516 @@
+"""Attention maps (SPEC §1): known answers, agreement with pytorch-grad-cam, one pass = per-class loop,
+differentiability (gradcheck), hygiene (hooks, mode, .grad, memory) and bad-input errors."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import models as tvm
+
+from cues.attention import (
+    MECHANISMS,
+    AttentionExtractor,
+    attention_maps,
+    channel_weights,
+    default_layers,
+    gradcam_weights,
+    gradcampp_weights,
+    max_normalize,
+    weighted_map,
+)
+
+NUM = 20
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return tvm.resnet18(weights=None, num_classes=NUM).eval()
+
+
+@pytest.fixture(scope="module")
+def vgg() -> nn.Module:
+    torch.manual_seed(1)
+    return tvm.vgg19(weights=None, num_classes=NUM).eval()
+
+
+@pytest.fixture(scope="module")
+def slim_vgg(vgg: nn.Module) -> nn.Module:
+    """VGG-19's features with a small classifier: the same layers, without 100M-parameter matmuls per class."""
+    model = copy.deepcopy(vgg)
+    model.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 32), nn.ReLU(inplace=True), nn.Linear(32, NUM))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+
+
+def _no_hooks(model: nn.Module) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+               for m in model.modules())
+
+
+# ---------------------------------------------------------------- layers
+
+def test_default_layers_resnet_and_vgg19(resnet: nn.Module, vgg: nn.Module) -> None:
+    assert default_layers(resnet) == {"last": "layer4", "inner": "layer3"}
+    layers = default_layers(vgg)
+    assert layers == {"last": "features.35", "inner": "features.26"}
+    feats = vgg.features
+    # conv5_4 -> ReLU -> last pool; conv4_4 -> ReLU -> 4th pool
+    convs = [i for i, m in enumerate(feats) if isinstance(m, nn.Conv2d)]
+    assert convs[15] == 34 and convs[11] == 25  # conv5_4 and conv4_4 are the 16th and 12th convs
+    assert isinstance(feats[35], nn.ReLU) and isinstance(feats[36], nn.MaxPool2d)
+    assert isinstance(feats[26], nn.ReLU) and isinstance(feats[27], nn.MaxPool2d)
+    wrapped = nn.Sequential(resnet)
+    assert default_layers(wrapped) == {"last": "0.layer4", "inner": "0.layer3"}
+
+
+def test_inner_layer_has_twice_the_resolution(resnet: nn.Module, vgg: nn.Module, images: torch.Tensor) -> None:
+    for model in (resnet, vgg):
+        r = attention_maps(model, images, classes=0, layers=("last", "inner"))
+        assert r.maps["inner"].shape[-1] == 2 * r.maps["last"].shape[-1]
+
+
+# ---------------------------------------------------------------- pure functions, hand-computed answer
+
+def _hand_net() -> nn.Module:
+    """x (1, 1, 1, 2) -> 1x1 conv with 2 channels (weights 1 and 2) -> ReLU = A -> flatten -> linear (2 classes).
+
+    With x = [1, 2]: A_0 = [1, 2], A_1 = [2, 4]; g^c_k = the linear row reshaped (2 channels x 2 pixels).
+    """
+    net = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([1.0, 2.0]).view(2, 1, 1, 1))
+        net[3].weight.copy_(torch.tensor([[3.0, -1.0, -2.0, -2.0],     # class 0: g_0 = [3, -1], g_1 = [-2, -2]
+                                          [-1.0, -1.0, 1.0, 0.5]]))  # class 1: g_0 = [-1, -1], g_1 = [1, 0.5]
+    return net.eval()
+
+
+HAND = {
+    # class 0: Grad-CAM α = (1, -2) -> ReLU([1 - 4, 2 - 8]) = 0; channel α = (1.5, 0) -> [1.5, 3];
+    # Grad-CAM++ (Σ A = 3, 6): α_0 = 3 / (2 + 3·3) = 3/11, α_1 = 0 -> [3/11, 6/11].
+    # class 1: Grad-CAM α = (-1, 0.75) -> [0.5, 1]; channel α = (0, 0.75) -> [1.5, 3];
+    # Grad-CAM++ α_1 = 1/(2 + 6) + 0.5/(2 + 3) = 0.225 -> [0.45, 0.9].
+    "gradcam": [[0.0, 0.0], [0.5, 1.0]],
+    "channel": [[1.5, 3.0], [1.5, 3.0]],
+    "gradcampp": [[3 / 11, 6 / 11], [0.45, 0.9]],
+}
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_hand_computed_maps(mechanism: str) -> None:
+    net = _hand_net()
+    x = torch.tensor([1.0, 2.0]).view(1, 1, 1, 2)
+    r = attention_maps(net, x, layers="1", mechanism=mechanism, normalize=False)
+    expected = torch.tensor(HAND[mechanism]).view(1, 2, 1, 2)
+    torch.testing.assert_close(r.maps["1"], expected)
+    torch.testing.assert_close(r.logits, torch.tensor([[3 - 2 - 4 - 8.0, -1 - 2 + 2 + 2.0]]))
+    normed = attention_maps(net, x, layers="1", mechanism=mechanism).maps["1"]
+    torch.testing.assert_close(normed, max_normalize(expected))
+
+
+def test_channel_weighted_ignores_negative_gradients() -> None:
+    """The negative-gradient channel that Grad-CAM counts and channel-weighted attention ignores."""
+    g = torch.tensor([[3.0, -1.0], [-2.0, -2.0]]).view(1, 1, 2, 1, 2)
+    a = torch.tensor([[1.0, 2.0], [2.0, 4.0]]).view(1, 2, 1, 2)
+    torch.testing.assert_close(gradcam_weights(g), torch.tensor([[[1.0, -2.0]]]))
+    torch.testing.assert_close(channel_weights(g), torch.tensor([[[1.5, 0.0]]]))
+    torch.testing.assert_close(gradcampp_weights(a, g), torch.tensor([[[3 / 11, 0.0]]]))
+    torch.testing.assert_close(weighted_map(a, channel_weights(g)), torch.tensor([1.5, 3.0]).view(1, 1, 1, 2))
+    # pytorch-grad-cam's variant with eps in the denominator tends to ours as eps -> 0
+    torch.testing.assert_close(gradcampp_weights(a, g, eps=1e-12), gradcampp_weights(a, g))
+
+
+# ---------------------------------------------------------------- agreement with pytorch-grad-cam
+
+@pytest.mark.parametrize("arch", ["resnet", "vgg"])
+@pytest.mark.parametrize("mechanism", ["gradcam", "gradcampp"])
+def test_matches_pytorch_grad_cam(arch: str, mechanism: str, request: pytest.FixtureRequest,
+                                  images: torch.Tensor) -> None:
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = request.getfixturevalue(arch)
+    cam_class = pgc.GradCAM if mechanism == "gradcam" else pgc.GradCAMPlusPlus
+    classes = torch.tensor([[3, 11], [7, 0]])
+    # pytorch-grad-cam puts 1e-6 in Grad-CAM++'s denominator; SPEC has none: compare like for like
+    # layers in forward order: pytorch-grad-cam lists activations in the order the layers run
+    ours = attention_maps(model, images, classes=classes, layers=("inner", "last"), mechanism=mechanism,
+                          normalize=False, gradcampp_eps=1e-6)
+    modules = dict(model.named_modules())
+    keys = list(ours.layers)
+    target_layers = [modules[ours.layers[k]] for k in keys]
+    for j in range(classes.shape[1]):
+        targets = [ClassifierOutputTarget(int(c)) for c in classes[:, j]]
+        with cam_class(model=model, target_layers=target_layers) as cam:  # both layers, one pass per class
+            cam(images, targets)
+            for i, key in enumerate(keys):
+                acts = cam.activations_and_grads.activations[i].numpy()
+                grads = cam.activations_and_grads.gradients[i].numpy()
+                ref = np.maximum(cam.get_cam_image(images, target_layers[i], targets, acts, grads, False), 0)
+                got = ours.maps[key][:, j].numpy()
+                assert got.shape == ref.shape == acts.shape[:1] + acts.shape[2:]
+                scale = float(np.abs(ref).max())
+                assert scale > 0
+                np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * scale)
+    assert _no_hooks(model)
+
+
+# ---------------------------------------------------------------- one pass == per-class loop, closed form
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_one_pass_equals_per_class_loop(resnet: nn.Module, slim_vgg: nn.Module, images: torch.Tensor,
+                                        mechanism: str) -> None:
+    for model in (resnet, slim_vgg):
+        layers = ("last", "inner")
+        with AttentionExtractor(model, layers, mechanism) as extract:
+            full = extract(images, normalize=False)
+            assert full.classes.shape == (2, NUM)
+            looped = AttentionExtractor(model, layers, mechanism, vjp="loop")(images, normalize=False)
+            legacy = AttentionExtractor(model, layers, mechanism, vjp="is_grads_batched")(images, normalize=False)
+            chunked = AttentionExtractor(model, layers, mechanism, class_chunk=7)(images, normalize=False)
+            for c in (5, NUM - 1):
+                single = extract(images, classes=c, normalize=False)
+                for key in layers:
+                    torch.testing.assert_close(single.maps[key][:, 0], full.maps[key][:, c], rtol=1e-4, atol=1e-6)
+            for key in layers:
+                assert full.maps[key].shape[:2] == (2, NUM)
+                torch.testing.assert_close(looped.maps[key], full.maps[key], rtol=1e-4, atol=1e-6)
+                torch.testing.assert_close(legacy.maps[key], full.maps[key], rtol=1e-4, atol=1e-6)
+                torch.testing.assert_close(chunked.maps[key], full.maps[key], rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(full.logits, model(images))
+
+
+def test_all_classes_in_one_batched_backward(resnet: nn.Module, images: torch.Tensor) -> None:
+    """vmap: each convolution / batch norm of layer4 runs its backward once for all 20 classes, not once per class."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: Counter[str] = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.calls[str(func.overloadpacket)] += 1
+            return func(*args, **(kwargs or {}))
+
+    counts = {}
+    for vjp in ("vmap", "loop"):
+        with Count() as c:
+            AttentionExtractor(resnet, ("last", "inner"), vjp=vjp)(images)
+        counts[vjp] = (c.calls["aten.convolution_backward"], c.calls["aten.native_batch_norm_backward"])
+    assert counts["vmap"] == (5, 5)  # layer4: 5 convolutions and 5 batch norms, closed form above it
+    assert counts["loop"] == (5 * NUM, 5 * NUM)
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_closed_form_equals_autograd(resnet: nn.Module, images: torch.Tensor, mechanism: str) -> None:
+    classes = torch.tensor([[1, 2, 19], [4, 4, 0]])
+    ext = AttentionExtractor(resnet, "last", mechanism)
+    assert set(ext._heads) == {"layer4"}
+    auto = AttentionExtractor(resnet, "last", mechanism, closed_form=False)
+    assert not auto._heads
+    a = ext(images, classes, normalize=False).maps["last"]
+    b = auto(images, classes, normalize=False).maps["last"]
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # differentiable: the same parameter gradients through the closed-form weights
+    grads = []
+    for e in (ext, auto):
+        m = e(images, classes, create_graph=True).maps["last"]
+        grads.append(torch.autograd.grad(m.square().sum(), [resnet.fc.weight, resnet.layer4[1].conv2.weight]))
+    for g1, g2 in zip(*grads):
+        assert g1.abs().sum() > 0
+        torch.testing.assert_close(g1, g2, rtol=1e-3, atol=1e-6)
+
+
+def test_closed_form_detection_is_structural() -> None:
+    class Custom(tvm.ResNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) * 2
+
+    model = Custom(tvm.resnet.BasicBlock, [1, 1, 1, 1], num_classes=3)
+    assert not AttentionExtractor(model, "last")._heads
+    with pytest.raises(ValueError, match="closed_form"):
+        AttentionExtractor(model, "last", closed_form=True)
+    plain = tvm.resnet18(weights=None, num_classes=3)
+    plain.fc = nn.Sequential(nn.Dropout(0.5), nn.Linear(512, 3))
+    assert not AttentionExtractor(plain, "last")._heads
+
+
+# ---------------------------------------------------------------- differentiability
+
+class _Tiny(nn.Module):
+    """conv -> ReLU (hooked, 'act') -> conv -> ReLU -> GAP -> linear; weights are plain tensors for gradcheck."""
+
+    def __init__(self, w1: torch.Tensor, w2: torch.Tensor, w3: torch.Tensor) -> None:
+        super().__init__()
+        self.act = nn.ReLU()
+        self.w1, self.w2, self.w3 = w1, w2, w3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.act(F.conv2d(x, self.w1, padding=1))
+        h = F.relu(F.conv2d(a, self.w2, padding=1))
+        return F.linear(h.mean(dim=(2, 3)), self.w3)
+
+
+def _tiny_params(seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(3, 2, 3, 3), (4, 3, 3, 3), (5, 4)]
+    return tuple(torch.randn(s, generator=g, dtype=torch.float64).requires_grad_() for s in shapes)
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_gradcheck_differentiable_maps(mechanism: str) -> None:
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    w1, w2, w3 = _tiny_params()
+    net = _Tiny(w1, w2, w3)
+    ext = AttentionExtractor(net, "act", mechanism)
+
+    def maps(x: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, w3: torch.Tensor) -> torch.Tensor:
+        net.w1, net.w2, net.w3 = w1, w2, w3
+        return ext(x, classes=[[0, 3], [4, 1]], create_graph=True).maps["act"]
+
+    assert torch.autograd.gradcheck(maps, (x.requires_grad_(), w1, w2, w3), eps=1e-6, atol=1e-5)
+    assert _no_hooks(net)
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_weight_only_parameter_gets_gradient(mechanism: str) -> None:
+    """w3 (the head) reaches the map only through the gradient weights α; w1 through A as well."""
+    w1, w2, w3 = _tiny_params(1)
+    net = _Tiny(w1, w2, w3)
+    x = torch.randn(2, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    r = attention_maps(net, x, classes=None, layers="act", mechanism=mechanism, create_graph=True)
+    assert r.maps["act"].requires_grad and r.logits.requires_grad
+    loss = r.maps["act"].sum() + 0.0 * r.logits.sum()
+    g1, g2, g3 = torch.autograd.grad(loss, (w1, w2, w3))
+    assert g3.abs().sum() > 0 and g2.abs().sum() > 0 and g1.abs().sum() > 0
+    inference = attention_maps(net, x, layers="act", mechanism=mechanism)
+    assert not inference.maps["act"].requires_grad and not inference.logits.requires_grad
+    torch.testing.assert_close(inference.maps["act"], r.maps["act"].detach())
+
+
+def test_train_mode_batchnorm_differentiable(resnet: nn.Module, images: torch.Tensor) -> None:
+    """ICASC training: train-mode BatchNorm, batched double backward into the parameters."""
+    model = copy.deepcopy(resnet).train()
+    r = attention_maps(model, images, classes=[[1], [2, 3]], layers=("last", "inner"), create_graph=True)
+    loss = r.maps["inner"].mean() + r.maps["last"].mean() + F.cross_entropy(r.logits, torch.tensor([1, 2]))
+    params = [model.fc.weight, model.layer3[0].conv1.weight, model.layer4[0].bn1.weight]
+    grads = torch.autograd.grad(loss, params)
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+    assert model.training
+    looped = AttentionExtractor(model, ("last", "inner"), vjp="loop")
+    model.layer1[0].bn1.momentum = 0.0  # keep the statistics equal between the two calls below
+    for key in ("last", "inner"):
+        torch.testing.assert_close(
+            looped(images, classes=[[1], [2, 3]]).maps[key],
+            AttentionExtractor(model, ("last", "inner"))(images, classes=[[1], [2, 3]]).maps[key],
+            rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- hygiene
+
+def test_hooks_mode_and_grads_left_alone(resnet: nn.Module, images: torch.Tensor) -> None:
+    resnet = copy.deepcopy(resnet)
+    sentinel = {p: torch.full_like(p, 0.5) for p in list(resnet.parameters())[:3]}
+    for p, s in sentinel.items():
+        p.grad = s
+    try:
+        for mode in (True, False):
+            resnet.train(mode)
+            modes = [m.training for m in resnet.modules()]
+            for create_graph in (False, True):
+                r = attention_maps(resnet, images, layers=("last", "inner"), mechanism="gradcampp",
+                                   create_graph=create_graph)
+                assert r.maps["inner"].requires_grad == create_graph
+                assert [m.training for m in resnet.modules()] == modes
+                assert _no_hooks(resnet)
+                for p in resnet.parameters():
+                    assert p.grad is sentinel.get(p)
+    finally:
+        resnet.eval()
+        for p in resnet.parameters():
+            p.grad = None
+
+    with AttentionExtractor(resnet, ("last", "inner")) as extract:
+        assert not _no_hooks(resnet)
+        plain = resnet(images)  # an ordinary forward inside the block is unaffected
+        torch.testing.assert_close(plain, extract(images).logits)
+    assert _no_hooks(resnet)
+    with pytest.raises(RuntimeError, match="boom"):
+        with AttentionExtractor(resnet, "inner"):
+            raise RuntimeError("boom")
+    assert _no_hooks(resnet)
+    with pytest.raises(ValueError, match="out of range"):
+        with AttentionExtractor(resnet, "inner") as extract:
+            extract(images, classes=NUM)
+    assert _no_hooks(resnet)
+
+
+def _live_tensors() -> int:
+    gc.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_no_memory_growth(resnet: nn.Module, create_graph: bool) -> None:
+    x = torch.randn(2, 3, 32, 32)
+    with AttentionExtractor(resnet, ("last", "inner"), "gradcampp") as extract:
+        for _ in range(2):
+            r = extract(x, create_graph=create_graph)
+        del r
+        before = _live_tensors()
+        for _ in range(3):
+            r = extract(x, create_graph=create_graph)
+            if create_graph:
+                torch.autograd.grad(r.maps["inner"].sum(), resnet.fc.weight)
+        del r
+        after = _live_tensors()
+    assert after <= before
+    assert _no_hooks(resnet)
+
+
+def test_frozen_model_no_grad_and_inference_mode(resnet: nn.Module, images: torch.Tensor) -> None:
+    ref = attention_maps(resnet, images, layers=("last", "inner"), mechanism="gradcam")
+    for p in resnet.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            frozen = attention_maps(resnet, images, layers=("last", "inner"), mechanism="gradcam")
+        with torch.inference_mode():
+            x = images.clone()
+            inf = attention_maps(resnet, x, layers=("last", "inner"), mechanism="gradcam")
+    finally:
+        for p in resnet.parameters():
+            p.requires_grad_(True)
+    for key in ("last", "inner"):
+        torch.testing.assert_close(frozen.maps[key], ref.maps[key])
+        torch.testing.assert_close(inf.maps[key], ref.maps[key])
+
+
+def test_autocast_cpu_bfloat16(resnet: nn.Module, images: torch.Tensor) -> None:
+    ref = attention_maps(resnet, images, classes=[[0, 1], [2, 3]], layers=("last", "inner"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = attention_maps(resnet, images, classes=[[0, 1], [2, 3]], layers=("last", "inner"))
+        diff = attention_maps(resnet, images, classes=[[0, 1], [2, 3]], layers=("last", "inner"),
+                              create_graph=True)
+    assert amp.logits.dtype == torch.bfloat16
+    for key in ("last", "inner"):
+        assert amp.maps[key].dtype == torch.float32
+        assert torch.isfinite(amp.maps[key]).all()
+        assert (amp.maps[key] - ref.maps[key]).abs().mean() < 0.05
+        torch.testing.assert_close(diff.maps[key].detach(), amp.maps[key])
+    grad = torch.autograd.grad(diff.maps["inner"].sum() + diff.maps["last"].sum(), resnet.layer4[0].conv1.weight)[0]
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- classes, size, normalisation
+
+def test_class_forms_and_padding(resnet: nn.Module, images: torch.Tensor) -> None:
+    with AttentionExtractor(resnet, "inner", "channel") as extract:
+        full = extract(images).maps["inner"]
+        r = extract(images, classes=[[3], [5, 9]])
+        assert r.classes.tolist() == [[3, -1], [5, 9]]
+        torch.testing.assert_close(r.maps["inner"][0, 0], full[0, 3])
+        assert r.maps["inner"][0, 1].abs().max() == 0  # padding
+        torch.testing.assert_close(r.maps["inner"][1], full[1, [5, 9]])
+        one = extract(images, classes=torch.tensor([4, 6]))
+        assert one.classes.tolist() == [[4], [6]]
+        torch.testing.assert_close(one.maps["inner"][:, 0], full[[0, 1], [4, 6]])
+
+        def gt_and_confusing(logits: torch.Tensor) -> torch.Tensor:
+            gt = torch.tensor([1, 2])
+            masked = logits.clone()
+            masked[torch.arange(2), gt] = -float("inf")
+            return torch.stack([gt, masked.argmax(1)], dim=1)
+
+        conf = extract(images, classes=gt_and_confusing)
+        assert conf.classes[:, 0].tolist() == [1, 2]
+        torch.testing.assert_close(conf.maps["inner"][:, 1], full[torch.arange(2), conf.classes[:, 1]])
+
+
+def test_size_and_normalisation(vgg: nn.Module, images: torch.Tensor) -> None:
+    r = attention_maps(vgg, images, classes=[[0, 1], [2, 3]], layers=("last", "inner"), size="input")
+    for m in r.maps.values():
+        assert m.shape == (2, 2, 64, 64) and m.device == images.device
+        peak = m.amax(dim=(-2, -1))
+        assert ((peak - 1).abs() < 1e-4).all() and m.min() >= 0
+    raw = attention_maps(vgg, images, classes=[[0, 1], [2, 3]], layers="last", normalize=False, size=(5, 7))
+    assert raw.maps["last"].shape == (2, 2, 5, 7)
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_bad_input_errors(resnet: nn.Module, images: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="unknown layer 'layer5'.*layer4.*Available: .*conv1"):
+        AttentionExtractor(resnet, "layer5")
+    with pytest.raises(ValueError, match="mechanism"):
+        AttentionExtractor(resnet, "last", mechanism="cam")
+    with pytest.raises(ValueError, match="no default attention layers"):
+        AttentionExtractor(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), "last")
+    ext = AttentionExtractor(resnet, "last")
+    with pytest.raises(ValueError, match="out of range: the model has 20 classes"):
+        ext(images, classes=[[0, 20], [1, 2]])
+    with pytest.raises(ValueError, match="out of range"):
+        ext(images, classes=torch.tensor([-3, 1]))
+    with pytest.raises(ValueError, match=r"shape \(B, C, H, W\)"):
+        ext(images[0])
+    with pytest.raises(ValueError, match="1 channels, the model expects 3"):
+        ext(images[:, :1])
+    with pytest.raises(TypeError, match="floating-point"):
+        ext(images.to(torch.uint8))
+    with pytest.raises(ValueError, match="classes given for 3 images"):
+        ext(images, classes=[[0], [1], [2]])
+    with pytest.raises(ValueError, match="not differentiable"):
+        AttentionExtractor(resnet, "last", mechanism="layercam")(images, create_graph=True)
+    assert _no_hooks(resnet)
+
+
+# ---------------------------------------------------------------- adapter
+
+def test_adapter_mechanisms(resnet: nn.Module, images: torch.Tensor) -> None:
+    pytest.importorskip("pytorch_grad_cam")
+    classes = [[3, 5], [7, 1]]
+    # LayerCAM = ReLU(Σ_k ReLU(g) A) and HiResCAM = ReLU(Σ_k g A): check them against our own gradients
+    ext = AttentionExtractor(resnet, "inner", closed_form=False)
+    with ext._hooks():
+        ext._capture = {}
+        with torch.enable_grad():
+            logits = resnet(images)
+        acts = ext._capture["layer3"]
+        ext._capture = None
+    idx = torch.tensor(classes)
+    grads = ext._vjp(logits, [acts], ["layer3"], idx, False)["layer3"]
+    a = acts.detach().unsqueeze(1)
+    expected = {"layercam": (grads.relu() * a).sum(2).relu(), "hirescam": (grads * a).sum(2).relu()}
+    before = [p.grad for p in resnet.parameters()]
+    for mechanism in ("layercam", "hirescam", "xgradcam", "eigencam"):
+        r = attention_maps(resnet, images, classes=classes, layers="inner", mechanism=mechanism, normalize=False)
+        assert r.maps["inner"].shape == (2, 2, 4, 4) and r.logits.shape == (2, NUM)
+        assert torch.isfinite(r.maps["inner"]).all() and r.maps["inner"].min() >= 0
+        if mechanism in expected:
+            torch.testing.assert_close(r.maps["inner"], expected[mechanism], rtol=1e-4, atol=1e-7)
+        assert _no_hooks(resnet) and all(p.grad is g for p, g in zip(resnet.parameters(), before))
+    # pytorch-grad-cam sets eval mode and calls backward: both are undone
+    model = copy.deepcopy(resnet).train()
+    model.zero_grad(set_to_none=True)
+    sentinel = torch.ones_like(model.fc.weight)
+    model.fc.weight.grad = sentinel
+    r = attention_maps(model, images, classes=[[0, -1], [1, 2]], layers="last", mechanism="layercam")
+    assert r.maps["last"][0, 1].abs().max() == 0
+    assert all(m.training for m in model.modules()) and _no_hooks(model)
+    assert model.fc.weight.grad is sentinel and model.layer1[0].conv1.weight.grad is None

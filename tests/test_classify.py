@@ -1,0 +1,132 @@
+"""Stage 1 end to end on the small built-in dataset: training lowers the loss, resume reproduces an
+uninterrupted run, 2-process gloo DDP matches one process, evaluation, and refusals of bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from classify.evaluate import evaluate_classifier
+from classify.models import CheckpointMismatch, build_classifier
+from classify.train import icasc_classes, load_checkpoint, train_classifier
+from data.builtin import build_builtin_dataset
+from pipeline.cli import main
+from pipeline.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("builtin_small")
+    build_builtin_dataset(root, seed=0, size="small", progress=False)
+    return root
+
+
+def _cfg(root: Path, *extra: str):
+    return load_config(REPO / "configs" / "quick.toml", [
+        f"data.root={root}", "run.device=cpu", "data.num_workers=0", "classify.image_size=32",
+        "classify.batch_size=4", "classify.lr=0.05", *extra])
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_icasc_classes_puts_confusing_first():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 5.0, 4.0]])
+    labels = torch.tensor([[1.0, 0, 1, 0], [0, 0, 1, 0]])
+    idx = icasc_classes(logits, {"label": labels}, multilabel=True)
+    assert idx.tolist() == [[1, 0, 2], [3, 2, -1]]
+    idx = icasc_classes(logits, {"target": torch.tensor([1, 2])}, multilabel=False)
+    assert idx.tolist() == [[0, 1], [3, 2]]
+
+
+@pytest.mark.parametrize("variant", ["baseline", "icasc"])
+def test_training_lowers_the_loss(small_root, tmp_path, variant):
+    cfg = _cfg(small_root, "classify.epochs=4")
+    train_classifier(cfg, variant, tmp_path, progress=False, max_batches=3)
+    history = json.loads((tmp_path / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["train_cls"] < history[0]["train_cls"]
+    if variant == "icasc":
+        for key in ("train_as_inner", "train_as_last"):
+            assert all(0.0 <= h[key] <= 1.0 for h in history)
+        assert all(cfg.classify.theta - 1 <= h["train_ac"] <= cfg.classify.theta for h in history)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["variant"] == variant and state["epoch"] == 4 and state["arch"] == "resnet18"
+    # a finished run is skipped, not redone
+    assert train_classifier(cfg, variant, tmp_path, progress=False, max_batches=3)["epoch"] == 4
+
+
+def test_resume_after_interruption_reproduces_uninterrupted_run(small_root, tmp_path):
+    cfg = _cfg(small_root, "classify.epochs=2")
+    train_classifier(cfg, "icasc-gradcam", tmp_path / "full", progress=False, max_batches=3)
+    out = train_classifier(cfg, "icasc-gradcam", tmp_path / "cut", progress=False, max_batches=3,
+                           stop_after_batches=4)  # dies in the middle of epoch 2
+    assert out["interrupted"] and load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 1
+    with pytest.raises(ValueError, match="pass --resume"):
+        train_classifier(cfg, "icasc-gradcam", tmp_path / "cut", progress=False, max_batches=3)
+    train_classifier(cfg, "icasc-gradcam", tmp_path / "cut", resume=True, progress=False, max_batches=3)
+    full, cut = _weights(tmp_path / "full" / "checkpoint.pt"), _weights(tmp_path / "cut" / "checkpoint.pt")
+    assert full.keys() == cut.keys()
+    for k in full:
+        assert torch.equal(full[k], cut[k]), k
+    assert json.loads((tmp_path / "full" / "metrics.json").read_text())[-1]["train_loss"] == \
+        json.loads((tmp_path / "cut" / "metrics.json").read_text())[-1]["train_loss"]
+
+
+def test_ddp_two_processes_match_one(small_root, tmp_path):
+    sets = ["--set", f"data.root={small_root}", "--set", "run.device=cpu", "--set", "data.num_workers=0",
+            "--set", "classify.image_size=32", "--set", "classify.batch_size=4", "--set", "classify.epochs=1",
+            "--set", "classify.freeze_bn=true"]  # CPU has no SyncBatchNorm: frozen BN makes the runs comparable
+    args = ["classify", "train", "--config", str(REPO / "configs" / "quick.toml"), "--variant", "icasc", "--quiet",
+            *sets]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+           str(Path(sys.executable).parent / "sharpen"), *args, "--out", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = _weights(tmp_path / "one" / "checkpoint.pt"), _weights(tmp_path / "two" / "checkpoint.pt")
+    for k in one:
+        if one[k].is_floating_point():
+            torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_evaluate_and_refusals(small_root, tmp_path, capsys):
+    cfg = _cfg(small_root, "classify.epochs=1")
+    train_classifier(cfg, "baseline", tmp_path, progress=False, max_batches=2)
+    result = evaluate_classifier(cfg, tmp_path / "checkpoint.pt", out_json=tmp_path / "e.json", progress=False)
+    assert 0 <= result["map"] <= 1 and 0 <= result["macro_auc"] <= 1
+    assert result["per_class_ap"]["bicycle"] is None  # not a class of the built-in dataset
+    assert set(result["attention_overlap"]) == {"gradcam", "channel"}
+    assert json.loads((tmp_path / "e.json").read_text())["images"] == result["images"]
+    # a checkpoint of another architecture is refused, saying which
+    with pytest.raises(CheckpointMismatch, match="architecture 'resnet18', but this run uses 'resnet50'"):
+        evaluate_classifier(_cfg(small_root, "classify.arch=resnet50"), tmp_path / "checkpoint.pt", progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    state["num_classes"] = 100
+    torch.save(state, tmp_path / "other.pt")
+    assert main(["classify", "evaluate", "--config", str(REPO / "configs" / "quick.toml"), "--checkpoint",
+                 str(tmp_path / "other.pt"), "--quiet", "--set", f"data.root={small_root}"]) == 2
+    assert "checkpoint is for 100 classes, but this dataset has 20" in capsys.readouterr().err
+
+
+def test_bad_variant_arch_and_weights(small_root, tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown variant 'icasc2'; expected one of: baseline, icasc-gradcam, icasc"):
+        train_classifier(_cfg(small_root), "icasc2", tmp_path)
+    with pytest.raises(ValueError, match="unknown architecture 'resnet19'; expected one of: resnet18"):
+        build_classifier("resnet19", 20)
+    torch.save(build_classifier("resnet18", 20).state_dict(), tmp_path / "r18.pt")
+    with pytest.raises(CheckpointMismatch, match="weights do not fit resnet50"):
+        build_classifier("resnet50", 20, str(tmp_path / "r18.pt"))
+    model = build_classifier("resnet18", 5, str(tmp_path / "r18.pt"))  # head of another size: body only
+    assert model.fc.out_features == 5
+    with pytest.raises(SystemExit):
+        main(["classify", "train", "--variant", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
