@@ -109,6 +109,25 @@ def icasc_terms(maps_last: Tensor, maps_inner: Tensor, classes: Tensor, cfg: Cla
     return IcascTerms(**out)
 
 
+def compute_losses(model: nn.Module, extractor: AttentionExtractor | None, images: Tensor, batch: dict[str, Any],
+                   c: ClassifyConfig, multilabel: bool) -> tuple[Tensor, Tensor, IcascTerms | None]:
+    """Eq. 6 for one batch: ``L = L_cls + w·L_AS^inner + w·L_AS^last + w·L_AC`` (ICASC) or ``L_cls`` (baseline).
+
+    ICASC variants take the logits and the differentiable maps of the target and most confusing
+    classes from the same forward pass.
+    """
+    if extractor is None:
+        logits = model(images)
+        loss_cls = classification_loss(logits, batch, multilabel)
+        return loss_cls, loss_cls, None
+    result = extractor(images, classes=lambda lg: icasc_classes(lg, batch, multilabel), create_graph=True,
+                       normalize=True)
+    terms = icasc_terms(result.maps["last"], result.maps["inner"], result.classes, c)
+    loss_cls = classification_loss(result.logits, batch, multilabel)
+    loss = loss_cls + c.weight_as_inner * terms.as_inner + c.weight_as_last * terms.as_last + c.weight_ac * terms.ac
+    return loss, loss_cls, terms
+
+
 # --------------------------------------------------------------------------- schedule
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ClassifyConfig, steps_per_epoch: int):
     """One cycle of cosine annealing over all steps, or step decay at ``milestones`` (epochs)."""
@@ -197,6 +216,8 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
     loader = torch.utils.data.DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
                                          num_workers=cfg.data.num_workers, collate_fn=collate,
                                          pin_memory=device.type == "cuda")
+    if max_batches is None and c.max_batches_per_epoch > 0:
+        max_batches = c.max_batches_per_epoch
     steps_per_epoch = len(loader) if max_batches is None else min(len(loader), max_batches)
     if steps_per_epoch == 0:
         raise ValueError(f"{root}: split {train_split!r} has {len(raw)} images, fewer than one batch of "
@@ -257,21 +278,7 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
             if c.channels_last and device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, enabled=use_amp):
-                if extractor is None:
-                    logits = model(images)
-                    terms = None
-                else:
-                    # The extractor runs the (DDP-wrapped) forward through its hooks on the inner model;
-                    # DDP's gradient hooks still fire because the parameters are shared.
-                    result = extractor(images, classes=lambda lg: icasc_classes(lg, batch, multilabel),
-                                       create_graph=True, normalize=True)
-                    logits = result.logits
-                    terms = icasc_terms(result.maps["last"], result.maps["inner"], result.classes, c)
-                loss_cls = classification_loss(logits, batch, multilabel)
-                loss = loss_cls
-                if terms is not None:
-                    loss = loss + c.weight_as_inner * terms.as_inner + c.weight_as_last * terms.as_last \
-                        + c.weight_ac * terms.ac
+                loss, loss_cls, terms = compute_losses(model, extractor, images, batch, c, multilabel)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if dist_info.distributed and extractor is not None:

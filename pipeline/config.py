@@ -66,6 +66,7 @@ class ClassifyConfig:
     image_size: int = 299
     batch_size: int = 16
     epochs: int = 20
+    max_batches_per_epoch: int = 0  # 0 = the whole split; >0 caps each epoch (quick runs, smoke tests)
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -97,6 +98,12 @@ class CuesConfig:
     bg_fraction: float = 0.1
     storage: str = "float16"  # "float16" | "uint8"
     batch_size: int = 8
+    layer: str = "last"  # attention layer: "last" | "inner" | a module name (SPEC §1)
+    classes: str = "gt"  # maps for the image's ground-truth classes ("gt") or all classes ("all")
+    scale_base: str = "image"  # scales multiply the original image size ("image") or classify.image_size ("classify")
+    scale_average: str = "normalized"  # average per-pass max-normalised maps ("normalized") or raw ones ("raw")
+    grid: int = 41  # SEC cue grid (the segmenter's output size, 41 for 321 px input); 0 = image size
+    saliency_dir: str = ""  # folder of <id>.png saliency maps (grey, high = salient), for bg_rule = "saliency"
 
 
 @dataclass

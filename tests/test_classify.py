@@ -84,6 +84,7 @@ def test_resume_after_interruption_reproduces_uninterrupted_run(small_root, tmp_
 def test_ddp_two_processes_match_one(small_root, tmp_path):
     sets = ["--set", f"data.root={small_root}", "--set", "run.device=cpu", "--set", "data.num_workers=0",
             "--set", "classify.image_size=32", "--set", "classify.batch_size=4", "--set", "classify.epochs=1",
+            "--set", "classify.max_batches_per_epoch=4",
             "--set", "classify.freeze_bn=true"]  # CPU has no SyncBatchNorm: frozen BN makes the runs comparable
     args = ["classify", "train", "--config", str(REPO / "configs" / "quick.toml"), "--variant", "icasc", "--quiet",
             *sets]
