@@ -160,6 +160,128 @@ def _build_classify_parser(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_cmd_classify_evaluate)
 
 
+# --------------------------------------------------------------------------- cues
+def _cmd_cues_extract(args: argparse.Namespace) -> int:
+    from cues.extract import check_mechanism, extract_maps
+
+    check_mechanism(args.mechanism)
+    cfg = _stage_config(args)
+    split = args.split or cfg.data.train_split
+    out = args.out or Path(cfg.run.run_dir) / "cues" / Path(args.checkpoint).resolve().parent.name / \
+        args.mechanism / split
+    extract_maps(cfg, args.checkpoint, args.mechanism, out, split=split, shard=args.shard, progress=not args.quiet)
+    return 0
+
+
+def _cmd_cues_sec(args: argparse.Namespace) -> int:
+    from cues.sec import write_sec_cues
+
+    cfg = _stage_config(args)
+    record = write_sec_cues(args.maps, cfg.cues, args.out, progress=not args.quiet)
+    if not args.quiet:
+        print(f"[cues sec] {record['written']} cue files written, {record['skipped']} already there "
+              f"(grid {record['params']['grid']}) -> {args.out or Path(args.maps) / 'sec'}")
+    return 0
+
+
+def _cmd_cues_evaluate(args: argparse.Namespace) -> int:
+    from cues.quality import comparison_table, evaluate_cues, format_quality
+
+    if args.out is not None and len(args.maps) > 1:
+        raise ValueError("--out needs a single --maps (each folder's results go to MAPS/quality by default)")
+    cfg = _stage_config(args)
+    results = []
+    for maps in args.maps:
+        result = evaluate_cues(cfg, maps, split=args.split, out_dir=args.out, progress=not args.quiet)
+        print(format_quality(result))
+        print()
+        results.append(result)
+    print(comparison_table(results))
+    if args.json:
+        from data.io import write_json_atomic
+
+        write_json_atomic(args.json, [{k: v for k, v in r.items() if k != "config"} for r in results])
+    return 0
+
+
+def _cmd_cues_show(args: argparse.Namespace) -> int:
+    from cues.show import show_maps
+
+    cfg = _stage_config(args)
+    info = show_maps(cfg, args.out, maps_dirs=args.maps, checkpoint=args.checkpoint, mechanisms=args.mechanism,
+                     split=args.split, ids=args.ids or None, count=args.count, tile=args.tile)
+    if not args.quiet:
+        print(f"[cues show] {info['rows']} rows x {', '.join(info['columns'])} -> {info['out']}")
+    return 0
+
+
+def _build_cues_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cues", help="stage 2: attention maps (Grad-CAM, Grad-CAM++, channel-weighted), SEC cues, "
+                                    "cue quality",
+                       description="Stage 2: class attention maps of a trained classifier, SEC localization cues "
+                                   "from them, and how good they are as cues (SPEC sections 1, 4 and 6).")
+    csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    x = csub.add_parser("extract", help="multi-scale + flip attention maps for every image of a split",
+                        description="For every image, the attention maps of its ground-truth classes (cues.classes) "
+                                    "from one layer (cues.layer), averaged over cues.scales and horizontal flip "
+                                    "(cues.flip), at image resolution, one compressed OUT/maps/<id>.npz per image "
+                                    "(cues.storage float16 or uint8), written atomically. A rerun skips finished "
+                                    "images; a folder made with other parameters is refused.")
+    _add_config_options(x)
+    x.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt from classify train")
+    x.add_argument("--mechanism", required=True,
+                   help="gradcam, gradcampp, channel, or a pytorch-grad-cam name (scorecam, layercam, ...)")
+    x.add_argument("--split", default=None,
+                   help="split to extract (train_aug, train, val, ...; default data.train_split)")
+    x.add_argument("--out", type=Path, default=None,
+                   help="output folder (default RUN_DIR/cues/<checkpoint folder>/<mechanism>/<split>)")
+    x.add_argument("--shard", default=None, metavar="I/N",
+                   help="take images I, I+N, I+2N, ... (a job array: run I = 0..N-1 into the same --out)")
+    x.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: run.device)")
+    x.add_argument("--quiet", action="store_true", help="no progress bar")
+    x.set_defaults(func=_cmd_cues_extract)
+    s = csub.add_parser("sec", help="SEC localization cues from extracted maps",
+                        description="Multi-hot SEC cues per image on the cues.grid grid (0: image size): class c "
+                                    "where its map exceeds cues.fg_threshold of its maximum, background on the "
+                                    "cues.bg_fraction lowest-attention pixels (or lowest saliency, cues.bg_rule). "
+                                    "Writes <id>.npz and sec.json with the parameters.")
+    _add_config_options(s)
+    s.add_argument("--maps", type=Path, required=True, help="a folder written by cues extract")
+    s.add_argument("--out", type=Path, default=None, help="output folder (default MAPS/sec)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_cues_sec)
+    e = csub.add_parser("evaluate", help="pseudo-label mIoU over the background threshold, seed precision/recall",
+                        description="On a split with ground truth: the pseudo-label mIoU swept over the background "
+                                    "threshold tau (eval.tau_min..eval.tau_max by eval.tau_step; curve as CSV and "
+                                    "PNG), the best tau, and per-class precision and recall of the SEC seeds. "
+                                    "Writes MAPS/quality/quality.json; with several --maps, a side-by-side table.")
+    _add_config_options(e)
+    e.add_argument("--maps", type=Path, action="append", required=True,
+                   help="a folder written by cues extract (repeatable, for a side-by-side table)")
+    e.add_argument("--split", default=None, help="split with ground truth (default: the split the maps are of)")
+    e.add_argument("--out", type=Path, default=None, help="output folder for one --maps (default MAPS/quality)")
+    e.add_argument("--json", type=Path, default=None, help="also write all results (without configs) here")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=_cmd_cues_evaluate)
+    v = csub.add_parser("show", help="PNG grid: image, ground truth and each mechanism's maps",
+                        description="One row per (image, ground-truth class): the image, its ground truth and the "
+                                    "class's map per mechanism blended over the image. Maps from extraction folders "
+                                    "(--maps) and/or computed from --checkpoint for each --mechanism.")
+    _add_config_options(v)
+    v.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    v.add_argument("--maps", type=Path, action="append", default=[],
+                   help="a folder written by cues extract (repeatable)")
+    v.add_argument("--checkpoint", type=Path, default=None, help="checkpoint.pt, to compute maps for --mechanism")
+    v.add_argument("--mechanism", action="append", default=[], help="mechanism to compute (repeatable)")
+    v.add_argument("--split", default=None, help="split (default: that of the first --maps, else data.train_split)")
+    v.add_argument("--ids", nargs="+", default=[], help="image ids to show (default: the first --count)")
+    v.add_argument("--count", type=int, default=4, help="how many images (default 4)")
+    v.add_argument("--tile", type=int, default=128, help="tile size in pixels (default 128)")
+    v.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: run.device)")
+    v.add_argument("--quiet", action="store_true", help="no summary line")
+    v.set_defaults(func=_cmd_cues_show)
+
+
 # --------------------------------------------------------------------------- eval
 def _cmd_eval_segmentation(args: argparse.Namespace) -> int:
     from eval.predictions import evaluate_prediction_folder
@@ -192,8 +314,6 @@ def _build_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- stages still to come
 _PLANNED = {
-    "cues": ("stage 2: attention maps (Grad-CAM, Grad-CAM++, channel-weighted) and SEC localization cues",
-             "issue 5 (cues)"),
     "segment": ("stage 3: SEC training of a DeepLab segmenter, dense-CRF refinement, predictions, VOC submissions",
                 "issue 6 (segment)"),
 }
@@ -245,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     _build_data_parser(sub)
     _build_classify_parser(sub)
+    _build_cues_parser(sub)
     for name in _PLANNED:
         _build_planned_parser(sub, name)
     _build_eval_parser(sub)

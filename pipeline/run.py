@@ -1,8 +1,8 @@
 """``sharpen run``: the stages in order, each writing its outputs, config and timings under the run folder.
 
 This version runs the data stage (build the built-in dataset when the config asks for it,
-then check every file of it) and records the stages that later versions add as not yet
-available. A rerun skips a finished stage whose config section is unchanged.
+then check every file of it) and records the stages it does not chain yet (classify and cues
+run by hand with their own commands; segment and the report are to come). A rerun skips a finished stage whose config section is unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from data.io import write_bytes_atomic, write_json_atomic
 
 from .config import Config, ConfigError, dump_toml
 
-PLANNED_STAGES = ("classify", "cues", "segment", "report")
+PLANNED_STAGES = ("classify", "cues", "segment", "report")  # not yet chained by `sharpen run`
 
 
 def _peak_rss_mib() -> float:
@@ -85,8 +85,9 @@ def run_pipeline(cfg: Config, progress: bool = True) -> dict[str, Any]:
     stages["data"] = {"wall_seconds": data["wall_seconds"], "peak_rss_mib": data["peak_rss_mib"],
                       "status": "done"}
     for name in PLANNED_STAGES:
-        stages[name] = {"status": "not available in this version"}
-    print("stages not available in this version yet: " + ", ".join(PLANNED_STAGES))
+        stages[name] = {"status": "not chained by `sharpen run` in this version"}
+    print("not yet chained by `sharpen run` in this version: " + ", ".join(PLANNED_STAGES)
+          + " (run `sharpen classify` and `sharpen cues` by hand; segment and report are to come)")
     record = {
         "name": cfg.run.name,
         "config_source": cfg.source,

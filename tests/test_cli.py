@@ -14,7 +14,8 @@ from data.voc import VOCSegmentation
 from pipeline.cli import STAGES, main
 
 SUBCOMMANDS = [["data"], ["data", "build"], ["data", "check"], ["classify"], ["classify", "train"],
-               ["classify", "evaluate"], ["cues"], ["segment"],
+               ["classify", "evaluate"], ["cues"], ["cues", "extract"], ["cues", "sec"], ["cues", "evaluate"],
+               ["cues", "show"], ["segment"],
                ["eval"], ["eval", "segmentation"], ["run"]]
 
 
