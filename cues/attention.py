@@ -506,30 +506,34 @@ class AttentionExtractor:
         if total == 0:
             return {n: a.new_zeros((a.shape[0], 0, *a.shape[1:])) for n, a in zip(names, inputs)}
         mode = mode or self.vjp
-        parts: list[tuple[Tensor, ...]] = []
+        parts: list[tuple[int, tuple[Tensor, ...]]] = []  # (classes in this part, grads per input)
         if mode == "vmap":
             def one(v: Tensor) -> tuple[Tensor, ...]:
                 return torch.autograd.grad(logits, inputs, grad_outputs=v, create_graph=create_graph,
-                                           retain_graph=True)
+                                           retain_graph=True, materialize_grads=True)
 
-            parts.append(torch.vmap(one, chunk_size=self.class_chunk)(grad_outputs))
+            parts.append((total, torch.vmap(one, chunk_size=self.class_chunk)(grad_outputs)))
         elif mode == "is_grads_batched":
             step = self.class_chunk or total
             starts = list(range(0, total, step))
             for s in starts:
                 retain = create_graph or s != starts[-1]
-                parts.append(torch.autograd.grad(logits, inputs, grad_outputs=grad_outputs[s:s + step],
-                                                 is_grads_batched=True, create_graph=create_graph,
-                                                 retain_graph=retain))
+                chunk = grad_outputs[s:s + step]
+                parts.append((chunk.shape[0], torch.autograd.grad(
+                    logits, inputs, grad_outputs=chunk, is_grads_batched=True, create_graph=create_graph,
+                    retain_graph=retain, materialize_grads=True)))
         else:
             for j in range(total):
                 retain = create_graph or j != total - 1
-                g = torch.autograd.grad(logits, inputs, grad_outputs=grad_outputs[j],
-                                        create_graph=create_graph, retain_graph=retain)
-                parts.append(tuple(x.unsqueeze(0) for x in g))
+                g = torch.autograd.grad(logits, inputs, grad_outputs=grad_outputs[j], create_graph=create_graph,
+                                        retain_graph=retain, materialize_grads=True)
+                parts.append((1, tuple(x.unsqueeze(0) for x in g)))
         out = {}
         for i, n in enumerate(names):
-            stacked = parts[0][i] if len(parts) == 1 else torch.cat([p[i] for p in parts])
+            # a layer the logits do not depend on gets zeros (is_grads_batched returns them unbatched)
+            pieces = [g[i] if g[i].dim() == inputs[i].dim() + 1 else g[i].expand(count, *g[i].shape)
+                      for count, g in parts]
+            stacked = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
             out[n] = stacked.movedim(0, 1)
         return out
 

@@ -29,6 +29,15 @@ from cues.attention import (
 NUM = 20
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small tensors: one intra-op thread is as fast, and far less sensitive to a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def resnet() -> nn.Module:
     torch.manual_seed(0)
@@ -441,6 +450,25 @@ def test_class_forms_and_padding(resnet: nn.Module, images: torch.Tensor) -> Non
         conf = extract(images, classes=gt_and_confusing)
         assert conf.classes[:, 0].tolist() == [1, 2]
         torch.testing.assert_close(conf.maps["inner"][:, 1], full[torch.arange(2), conf.classes[:, 1]])
+
+
+@pytest.mark.parametrize("vjp", ["vmap", "is_grads_batched", "loop"])
+def test_layer_the_logits_ignore_gives_zero_maps(vjp: str) -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.act, self.side, self.fc = nn.Conv2d(3, 4, 3), nn.ReLU(), nn.ReLU(), nn.Linear(4, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = self.act(self.conv(x))
+            self.side(a)  # a branch the logits do not use
+            return self.fc(a.mean(dim=(2, 3)))
+
+    for create_graph in (False, True):
+        r = attention_maps(Net(), torch.randn(2, 3, 8, 8), layers=("act", "side"), mechanism="gradcampp",
+                           vjp=vjp, class_chunk=2, create_graph=create_graph)
+        assert r.maps["side"].shape == r.maps["act"].shape == (2, 5, 6, 6)
+        assert r.maps["side"].abs().max() == 0 and r.maps["act"].abs().max() > 0
 
 
 def test_size_and_normalisation(vgg: nn.Module, images: torch.Tensor) -> None:
