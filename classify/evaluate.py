@@ -61,13 +61,16 @@ def evaluate_classifier(cfg: Config, checkpoint: str | Path, split: str | None =
         if max_batches is not None and i >= max_batches:
             break
         images = batch["image"].to(device)
-        with torch.no_grad():
-            logits = model(images)
+        logits = None
+        for m, extractor in extractors.items():  # each call's forward also gives the logits
+            res = extractor(images, classes=lambda lg: icasc_classes(lg, batch, multilabel), normalize=True)
+            logits = res.logits if logits is None else logits
+            overlaps[m].append(attention_overlap(res.maps["last"].float(), res.classes, c.sigma, c.omega))
+        if logits is None:
+            with torch.no_grad():
+                logits = model(images)
         logits_all.append(logits.float().cpu())
         truth_all.append(batch["label"] if multilabel else batch["target"])
-        for m, extractor in extractors.items():
-            res = extractor(images, classes=icasc_classes(logits, batch, multilabel), normalize=True)
-            overlaps[m].append(attention_overlap(res.maps["last"].float(), res.classes, c.sigma, c.omega))
     logits = torch.cat(logits_all)
     truth = torch.cat(truth_all)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "variant": state.get("variant"), "arch": c.arch,

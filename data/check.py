@@ -41,17 +41,24 @@ def check_dataset(root: str | Path, splits: list[str] | None = None, progress: b
             split_list_path(voc_root, required)  # raises, naming the missing list
         splits = available_splits(voc_root)
     summary: dict[str, Any] = {"root": str(voc_root), "splits": {}}
+    checked: dict[tuple[str, str], np.ndarray | None] = {}  # (label source, id) -> label, files already read
     for split in splits:
         ds = VOCSegmentation(voc_root, split)
         per_class = np.zeros(ds.num_classes - 1, dtype=np.int64)
         multi = 0
         held_back = voc_root / HELD_BACK_TEST_MASKS
         held_back_count = 0
+        label_source = str(ds.mask_dir) if ds.masks else ("Annotations" if ds.has_labels else "")
         for i in tqdm(range(len(ds)), desc=f"check {split}", disable=not progress, leave=False):
-            sample = ds.load(i)
-            if "label" in sample:
-                per_class += sample["label"].astype(np.int64)
-                multi += int(sample["label"].sum() >= 2)
+            key = (label_source, ds.ids[i])
+            if key in checked and split != "test":  # e.g. trainval after train and val: read once
+                label = checked[key]
+            else:
+                sample = ds.load(i)
+                label = checked[key] = sample.get("label")
+            if label is not None:
+                per_class += label.astype(np.int64)
+                multi += int(label.sum() >= 2)
             if split == "test" and held_back.is_dir():
                 path = held_back / f"{sample['id']}.png"
                 if path.is_file():
