@@ -312,25 +312,67 @@ def _build_eval_parser(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_cmd_eval_segmentation)
 
 
-# --------------------------------------------------------------------------- stages still to come
-_PLANNED = {
-    "segment": ("stage 3: SEC training of a DeepLab segmenter, dense-CRF refinement, predictions, VOC submissions",
-                "issue 6 (segment)"),
-}
+# --------------------------------------------------------------------------- segment
+def _cmd_segment_train(args: argparse.Namespace) -> int:
+    from segment.train import train_segmenter
+
+    cfg = _stage_config(args)
+    supervision = args.supervision or cfg.segment.supervision
+    if supervision == "sec" and args.cues is None:
+        raise ValueError("`segment train` with supervision 'sec' needs --cues DIR (a folder written by "
+                         "`sharpen cues sec`); or use --supervision full")
+    name = "full" if supervision == "full" else Path(args.cues).resolve().name
+    out = args.out or Path(cfg.run.run_dir) / "segment" / name
+    train_segmenter(cfg, out, cues_dir=args.cues, supervision=supervision, resume=args.resume,
+                    progress=not args.quiet)
+    return 0
 
 
-def _planned_stage(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise StageNotAvailable(f"`sharpen {name}` is not implemented in this version yet ({_PLANNED[name][1]})")
-    return run
+def _cmd_segment_predict(args: argparse.Namespace) -> int:
+    from segment.predict import predict_split
+
+    cfg = _stage_config(args)
+    split = args.split or cfg.data.val_split
+    out = args.out or Path(args.checkpoint).resolve().parent / "predict" / split
+    crf = args.crf or cfg.segment.predict_crf
+    predict_split(cfg, args.checkpoint, split, out, crf=crf, submission=args.submission,
+                  progress=not args.quiet)
+    return 0
 
 
-def _build_planned_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    help_text, issue = _PLANNED[name]
-    p = sub.add_parser(name, help=f"{help_text} (not yet available)",
-                       description=f"{help_text[0].upper()}{help_text[1:]}. Not implemented yet: see {issue}.")
-    _add_config_options(p)
-    p.set_defaults(func=_planned_stage(name))
+def _build_segment_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="stage 3: SEC training of a DeepLab segmenter, dense-CRF refinement, "
+                                       "predictions, VOC submissions",
+                       description="Stage 3: train a DeepLab-LargeFOV or DeepLabV3+ segmenter from SEC cues "
+                                   "(seeding, expansion, constrain-to-boundary) or from full masks, predict "
+                                   "with multi-scale + flip and dense-CRF refinement, write VOC submissions.")
+    ssub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    t = ssub.add_parser("train", help="train a segmenter from SEC cues (or ground-truth masks)",
+                        description="Train per [segment]; atomic checkpoints every segment.checkpoint_every "
+                                    "iterations, --resume continues; metrics JSON; DDP through torchrun.")
+    _add_config_options(t)
+    t.add_argument("--cues", type=Path, default=None, help="SEC cue folder (from `sharpen cues sec`)")
+    t.add_argument("--supervision", choices=("sec", "full"), default=None,
+                   help="sec: from cues (default segment.supervision); full: ground-truth masks (upper bound)")
+    t.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/segment/<cues name>)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    t.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default run.device)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_segment_train)
+    r = ssub.add_parser("predict", help="predict a split: multi-scale + flip, dense CRF, palette PNGs",
+                        description="Predict every image of a split at full resolution; write OUT/pred (no CRF) "
+                                    "and/or OUT/pred_crf (dense CRF); --submission also writes the VOC "
+                                    "test-server layout and its .tar.gz.")
+    _add_config_options(r)
+    r.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt of `segment train`")
+    r.add_argument("--split", default=None, help="split to predict (default data.val_split)")
+    r.add_argument("--out", type=Path, default=None, help="output folder (default CKPT_DIR/predict/<split>)")
+    r.add_argument("--crf", choices=("on", "off", "both"), default=None, help="default segment.predict_crf")
+    r.add_argument("--submission", action="store_true",
+                   help="also write results/VOC2012/Segmentation/comp6_test_cls/<id>.png and a .tar.gz")
+    r.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default run.device)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=_cmd_segment_predict)
 
 
 # --------------------------------------------------------------------------- run
@@ -366,8 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     _build_data_parser(sub)
     _build_classify_parser(sub)
     _build_cues_parser(sub)
-    for name in _PLANNED:
-        _build_planned_parser(sub, name)
+    _build_segment_parser(sub)
     _build_eval_parser(sub)
     _build_run_parser(sub)
     return parser

@@ -113,7 +113,7 @@ class SegmentConfig:
     model: str = "deeplab-largefov"  # "deeplab-largefov" | "deeplabv3plus"
     encoder: str = "resnet50"  # for deeplabv3plus
     weights: str = "none"
-    crop_size: int = 321
+    crop_size: int = 321  # training input side: the whole image is resized to crop_size x crop_size (as SEC)
     batch_size: int = 15
     iterations: int = 8000
     lr: float = 1e-3
@@ -135,7 +135,15 @@ class SegmentConfig:
     crf_processes: int = 2
     predict_scales: list[float] = field(default_factory=lambda: [1.0])
     predict_flip: bool = True
+    predict_crf: str = "both"  # "on" | "off" | "both": write CRF-refined predictions, plain ones, or both
     amp: bool = True
+    supervision: str = "sec"  # "sec" (from cues) | "full" (cross-entropy on ground-truth masks, the upper bound)
+    seed_weight: float = 1.0  # SEC loss weights (SPEC §4: unit weights)
+    expand_weight: float = 1.0
+    constrain_weight: float = 1.0
+    crf_train_scale: float = 12.0  # s of SPEC §5 for the constrain loss's CRF (12 for 321 px -> 41x41)
+    checkpoint_every: int = 200  # iterations between atomic checkpoints (and one at the end)
+    flip: bool = True  # random horizontal flip in training
 
 
 @dataclass

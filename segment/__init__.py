@@ -1,1 +1,7 @@
-"""Stage 3: SEC segmenter, dense CRF, predictions and submissions."""
+"""Stage 3: SEC training of a DeepLab segmenter from localization cues, dense-CRF refinement,
+prediction and PASCAL VOC test submissions (SPEC §4, §5, §7).
+
+Modules, one concept each: ``losses`` (SEC's seeding, expansion with GWRP, constrain-to-boundary),
+``crf`` (pydensecrf2 wrapper and process pool), ``models`` (DeepLab-LargeFOV, DeepLabV3+),
+``data`` (training samples from cues or masks), ``train``, ``predict``, ``submission``.
+"""

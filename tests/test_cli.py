@@ -15,7 +15,7 @@ from pipeline.cli import STAGES, main
 
 SUBCOMMANDS = [["data"], ["data", "build"], ["data", "check"], ["classify"], ["classify", "train"],
                ["classify", "evaluate"], ["cues"], ["cues", "extract"], ["cues", "sec"], ["cues", "evaluate"],
-               ["cues", "show"], ["segment"],
+               ["cues", "show"], ["segment"], ["segment", "train"], ["segment", "predict"],
                ["eval"], ["eval", "segmentation"], ["run"]]
 
 
@@ -46,9 +46,11 @@ def test_console_script_and_python_m():
     assert "usage: sharpen eval segmentation" in out
 
 
-def test_unimplemented_stage_says_so(capsys):
-    assert main(["segment"]) == 2
-    assert "not implemented in this version yet" in capsys.readouterr().err
+def test_segment_train_without_cues_says_what_to_give(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nroot = "nowhere"\n')
+    assert main(["segment", "train", "--config", str(cfg), "--quiet"]) == 2
+    assert "needs --cues" in capsys.readouterr().err
 
 
 def _write_predictions(voc: Path, out: Path, corrupt_class: int | None = None) -> None:
