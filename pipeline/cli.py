@@ -14,6 +14,7 @@ Bad input exits with status 2 and one line ``error: <file>: <what was expected>`
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Callable, Sequence
 from data.errors import DatasetError
 
 from .config import ConfigError
+from .run import DiskFullError
 
 STAGES = ("data", "classify", "cues", "segment", "eval", "run")
 
@@ -383,17 +385,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.run_dir is not None:
         cfg.run.run_dir = str(args.run_dir)
-    run_pipeline(cfg, progress=not args.quiet)
+    if args.device:
+        cfg.run.device = args.device
+    run_pipeline(cfg, progress=not args.quiet, from_stage=args.from_stage, only=args.only, seeds=args.seeds)
     return 0
 
 
 def _build_run_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run the stages in order from one config",
-                       description="Run the pipeline from one config: build or locate the dataset and check it, "
-                                   "then the stages this version implements, writing each stage's outputs, "
-                                   "config and timings under the run folder.")
+    from .run import STAGES as RUN_STAGES
+
+    p = sub.add_parser("run", help="run every stage in order from one config, and write the report",
+                       description="Run the pipeline from one config: dataset, classifiers (baseline, "
+                                   "icasc-gradcam, icasc), cues of each run.cue_sets entry, one segmenter per "
+                                   "cue set plus the fully-supervised reference, val predictions with and "
+                                   "without CRF, a test submission, and report.md/report.json/figures. A rerun "
+                                   "skips finished stages and resumes an interrupted one. Stages: "
+                                   + ", ".join(RUN_STAGES) + ".")
     _add_config_options(p)
     p.add_argument("--run-dir", type=Path, default=None, help="output folder (default: run.run_dir of the config)")
+    p.add_argument("--from", dest="from_stage", metavar="STAGE", default=None,
+                   help="redo STAGE and every later stage (their outputs are deleted first)")
+    p.add_argument("--only", metavar="STAGE", default=None, help="run only STAGE (the earlier ones must be done)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="repeat the run with N seeds (run.seed, run.seed+1, ...) and report mean +- std")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default run.device)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
@@ -419,8 +434,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (DatasetError, ConfigError, StageNotAvailable, FileNotFoundError, ValueError, KeyError) as e:
+    except (DatasetError, ConfigError, StageNotAvailable, FileNotFoundError, ValueError, KeyError,
+            DiskFullError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        print(f"error: the disk is full ({e}); every file is written atomically, so nothing finished is lost: "
+              "free some space and rerun the same command to resume", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -32,6 +32,12 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     run_dir: str = "runs/default"
+    # `sharpen run`: the stages to run (in pipeline order) and the cue sets, "<classifier variant>:<mechanism>"
+    stages: list[str] = field(default_factory=lambda: ["data", "classify", "cues", "segment", "predict", "report"])
+    cue_sets: list[str] = field(default_factory=lambda: ["baseline:gradcam", "baseline:gradcampp",
+                                                         "baseline:channel", "icasc:channel"])
+    full_supervision: bool = True  # also train the fully-supervised reference segmenter
+    submission: bool = True  # write (and, for the built-in dataset, score) a test-split submission of the best one
 
 
 @dataclass
@@ -153,6 +159,7 @@ class EvalConfig:
     tau_min: float = 0.05
     tau_max: float = 0.60
     tau_step: float = 0.01
+    cue_split: str = ""  # split on which `sharpen run` scores the cues ("" = data.train_split; VOC: "train")
 
 
 @dataclass

@@ -1,47 +1,196 @@
-"""``sharpen run``: the stages in order, each writing its outputs, config and timings under the run folder.
+"""``sharpen run``: every stage in order from one config, each writing its outputs under the run folder.
 
-This version runs the data stage (build the built-in dataset when the config asks for it,
-then check every file of it) and records the stages it does not chain yet (classify and cues
-run by hand with their own commands; segment and the report are to come). A rerun skips a finished stage whose config section is unchanged.
+Stages (``STAGES``), each a plain function below, readable top to bottom:
+
+1. ``data``: build the built-in dataset if the config asks for it, then check every file.
+2. ``classify``: train each classifier variant (``classify.variants``), then evaluate it on val
+   (mAP, AUC, attention overlap of each mechanism the cue sets use).
+3. ``cues``: for each cue set ``"<variant>:<mechanism>"`` (``run.cue_sets``), extract the maps of
+   the training split, turn them into SEC cues, and score them (τ sweep, seed precision/recall)
+   on ``eval.cue_split``.
+4. ``segment``: one segmenter per cue set from its SEC cues, plus the fully-supervised reference.
+5. ``predict``: every segmenter on the val split without and with the dense CRF (scored), and a
+   test-split submission of the best weakly-supervised one (scored against held-back masks when
+   the dataset has them, as the built-in one does).
+6. ``report``: ``report.md``, ``report.json`` and ``figures/`` (:mod:`pipeline.report`).
+
+Skipping and resuming: each finished stage writes ``RUN/stages/<stage>.json`` with a hash of the
+config part that affects it (its sections and the earlier stages'). A rerun skips a stage whose
+record holds the same hash; an interrupted stage resumes, because each unit in it resumes
+(classifier and segmenter checkpoints, map files) or is skipped when its output is there. A stage
+finished (or started) with another config is refused with how to proceed: ``--from STAGE`` redoes
+that stage and every later one (their folders are deleted first), or a new ``--run-dir``.
+``--only STAGE`` runs one stage, the earlier ones must be finished.
+
+``--seeds N`` runs the whole pipeline N times with seeds ``run.seed + k`` in ``RUN/seed-<s>/`` and
+writes the report with mean ± std over seeds in ``RUN``.
+
+Timings and memory: each stage's wall time, and its peak resident memory (the main process's
+high-water mark, reset at the start of the stage through ``/proc/self/clear_refs`` where Linux
+allows it, and the largest child process's, e.g. DataLoader workers and CRF processes).
+
+A full disk (``ENOSPC``) stops the stage with a message saying so; every file is written
+atomically, so nothing finished is lost and the same command resumes once space is back.
 """
 
 from __future__ import annotations
 
+import copy
+import errno
+import hashlib
 import json
 import resource
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from data.errors import DatasetError
 from data.io import write_bytes_atomic, write_json_atomic
 
 from .config import Config, ConfigError, dump_toml
 
-PLANNED_STAGES = ("classify", "cues", "segment", "report")  # not yet chained by `sharpen run`
+STAGES = ("data", "classify", "cues", "segment", "predict", "report")
+# The config sections (and [run] keys) each stage's outputs depend on, beyond the earlier stages'.
+_STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "data": ("data",),
+    "classify": ("classify", "run.seed"),
+    "cues": ("cues", "eval", "run.cue_sets"),
+    "segment": ("segment", "run.full_supervision"),
+    "predict": ("run.submission",),
+    "report": (),
+}
+STAGE_RECORDS = "stages"
 
+
+class DiskFullError(OSError):
+    """The disk filled up during a stage; finished work is kept and a rerun resumes."""
+
+
+# --------------------------------------------------------------------------- bookkeeping
 
 def _peak_rss_mib() -> float:
+    """The main process's peak resident memory since the last :func:`_reset_peak` (MiB)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _dataset_complete(root: Path) -> bool:
-    return (root / "builtin.json").is_file()
+def _children_peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
 
 
-def run_data_stage(cfg: Config, stage_dir: Path, progress: bool = True) -> dict[str, Any]:
+def _reset_peak() -> bool:
+    """Reset the kernel's high-water mark of this process's memory (Linux ``clear_refs`` 5)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _config_part(cfg: Config, key: str) -> Any:
+    d = cfg.to_dict()
+    if "." in key:
+        section, name = key.split(".", 1)
+        return d[section][name]
+    return d[key]
+
+
+def stage_hash(cfg: Config, stage: str) -> str:
+    """Hash of everything ``stage``'s outputs depend on: its config part and every earlier stage's."""
+    keys: list[str] = []
+    for name in STAGES[: STAGES.index(stage) + 1]:
+        keys.extend(_STAGE_SECTIONS[name])
+    payload = json.dumps({k: _config_part(cfg, k) for k in keys}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def check_run_config(cfg: Config) -> None:
+    """Stage names, cue sets and mechanisms the config names must exist; list the valid ones."""
+    from classify.train import VARIANTS
+    from cues.extract import check_mechanism
+
+    for stage in cfg.run.stages:
+        if stage not in STAGES:
+            raise ConfigError(f"{cfg.source}: run.stages names an unknown stage {stage!r}; "
+                              f"valid stages: {', '.join(STAGES)}")
+    for entry in cfg.run.cue_sets:
+        if entry.count(":") != 1:
+            raise ConfigError(f"{cfg.source}: run.cue_sets entry {entry!r}: expected '<classifier variant>:"
+                              f"<mechanism>', e.g. 'baseline:gradcam'")
+        variant, mechanism = entry.split(":")
+        if variant not in VARIANTS:
+            raise ConfigError(f"{cfg.source}: run.cue_sets entry {entry!r}: unknown classifier variant "
+                              f"{variant!r}; valid variants: {', '.join(VARIANTS)}")
+        if variant not in cfg.classify.variants:
+            raise ConfigError(f"{cfg.source}: run.cue_sets entry {entry!r} needs the {variant!r} classifier, "
+                              f"but classify.variants = {cfg.classify.variants}")
+        try:
+            check_mechanism(mechanism)
+        except ValueError as e:
+            raise ConfigError(f"{cfg.source}: run.cue_sets entry {entry!r}: {e}") from None
+    for variant in cfg.classify.variants:
+        if variant not in VARIANTS:
+            raise ConfigError(f"{cfg.source}: classify.variants names an unknown variant {variant!r}; "
+                              f"valid variants: {', '.join(VARIANTS)}")
+
+
+def cue_sets(cfg: Config) -> list[tuple[str, str]]:
+    """``run.cue_sets`` as (classifier variant, mechanism) pairs."""
+    return [tuple(entry.split(":")) for entry in cfg.run.cue_sets]  # type: ignore[misc]
+
+
+def cue_split(cfg: Config) -> str:
+    return cfg.eval.cue_split or cfg.data.train_split
+
+
+class RunLayout:
+    """Where each stage keeps its outputs under the run folder."""
+
+    def __init__(self, run_dir: Path):
+        self.root = Path(run_dir)
+
+    def stage_record(self, stage: str) -> Path:
+        return self.root / STAGE_RECORDS / f"{stage}.json"
+
+    def stage_started(self, stage: str) -> Path:
+        return self.root / STAGE_RECORDS / f"{stage}.started.json"
+
+    def classifier(self, variant: str) -> Path:
+        return self.root / "classify" / variant
+
+    def maps(self, variant: str, mechanism: str, split: str) -> Path:
+        return self.root / "cues" / variant / mechanism / split
+
+    def segmenter(self, name: str) -> Path:
+        return self.root / "segment" / name
+
+    def prediction(self, name: str, split: str) -> Path:
+        return self.root / "predict" / name / split
+
+    def stage_outputs(self, stage: str) -> list[Path]:
+        """What ``--from`` deletes to redo ``stage``."""
+        if stage == "report":
+            return [self.root / "report.md", self.root / "report.json", self.root / "figures"]
+        return [self.root / stage]
+
+
+def segmenter_name(variant: str, mechanism: str) -> str:
+    return f"{variant}-{mechanism}"
+
+
+# --------------------------------------------------------------------------- stages
+
+def run_data_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
     """Build the built-in dataset if asked and missing, then check it; write ``data/summary.json``."""
     from data.check import check_dataset, format_summary
 
     root = Path(cfg.data.root)
-    config_hash = cfg.section_hash("data")
-    done = stage_dir / "summary.json"
-    if done.is_file():
-        previous = json.loads(done.read_text())
-        if previous.get("config_hash") == config_hash and Path(previous["summary"]["root"]).exists():
-            print(f"[data] up to date ({done}), skipped")
-            return previous
-    start = time.perf_counter()
     built = None
     if cfg.data.builtin:
         from data.builtin import build_builtin_dataset
@@ -51,51 +200,356 @@ def run_data_stage(cfg: Config, stage_dir: Path, progress: bool = True) -> dict[
     elif not root.exists():
         raise DatasetError(root, "dataset folder not found; set data.root to a VOC2012 folder, or "
                                  "data.builtin = true to build the built-in dataset there")
-    splits = [cfg.data.train_split, cfg.data.val_split, cfg.data.test_split]
+    splits = [cfg.data.train_split, cfg.data.val_split, cue_split(cfg)]
+    if cfg.run.submission:
+        splits.append(cfg.data.test_split)
     summary = check_dataset(root, splits=list(dict.fromkeys(splits)), progress=progress)
-    print(format_summary(summary))
-    result = {
-        "stage": "data",
-        "config_hash": config_hash,
-        "config": cfg.to_dict()["data"],
-        "built": built,
-        "summary": summary,
-        "wall_seconds": time.perf_counter() - start,
-        "peak_rss_mib": _peak_rss_mib(),
-    }
-    write_json_atomic(done, result)
-    return result
+    if progress:
+        print(format_summary(summary))
+    result = {"stage": "data", "config": cfg.to_dict()["data"], "built": built, "summary": summary}
+    write_json_atomic(layout.root / "data" / "summary.json", result)
+    return {"summary": str(layout.root / "data" / "summary.json")}
 
 
-def run_pipeline(cfg: Config, progress: bool = True) -> dict[str, Any]:
-    """Run every available stage in order under ``cfg.run.run_dir``; return the run record."""
-    run_dir = Path(cfg.run.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record_path = run_dir / "run.json"
-    if record_path.is_file():
-        previous = json.loads(record_path.read_text())
-        if previous.get("config_hash_data") not in (None, cfg.section_hash("data")):
-            raise ConfigError(f"{run_dir}: this run folder was made with another [data] config; "
-                              "use a new --run-dir, or delete the folder to start fresh")
-    write_bytes_atomic(run_dir / "config.toml", dump_toml(cfg).encode())
-    stages: dict[str, Any] = {}
-    start = time.perf_counter()
-    print("[1/1] data")
-    data = run_data_stage(cfg, run_dir / "data", progress=progress)
-    stages["data"] = {"wall_seconds": data["wall_seconds"], "peak_rss_mib": data["peak_rss_mib"],
-                      "status": "done"}
-    for name in PLANNED_STAGES:
-        stages[name] = {"status": "not chained by `sharpen run` in this version"}
-    print("not yet chained by `sharpen run` in this version: " + ", ".join(PLANNED_STAGES)
-          + " (run `sharpen classify` and `sharpen cues` by hand; segment and report are to come)")
-    record = {
-        "name": cfg.run.name,
-        "config_source": cfg.source,
-        "config_hash_data": cfg.section_hash("data"),
+def _attention_mechanisms(cfg: Config, variant: str) -> list[str]:
+    mechanisms = [m for v, m in cue_sets(cfg) if v == variant]
+    return list(dict.fromkeys(mechanisms or ["gradcam", "channel"]))
+
+
+def run_classify_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
+    """Train every classifier variant (resuming an interrupted one), then evaluate it on val."""
+    from classify.evaluate import evaluate_classifier, format_evaluation
+    from classify.train import train_classifier
+
+    outputs = {}
+    for i, variant in enumerate(cfg.classify.variants, 1):
+        out = layout.classifier(variant)
+        evaluation = out / "evaluation.json"
+        print(f"  classify [{i}/{len(cfg.classify.variants)}] {variant}")
+        if not evaluation.is_file():
+            t0 = time.perf_counter()
+            train_classifier(cfg, variant, out, resume=True, progress=progress)
+            train_seconds = time.perf_counter() - t0
+            result = evaluate_classifier(cfg, out / "checkpoint.pt", mechanisms=_attention_mechanisms(cfg, variant),
+                                         progress=progress)
+            result["train_wall_seconds"] = train_seconds
+            write_json_atomic(evaluation, result)
+            if progress:
+                print(format_evaluation(result))
+        outputs[variant] = str(evaluation)
+    return outputs
+
+
+def run_cues_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
+    """Extract, turn into SEC cues and score the maps of every cue set."""
+    from cues.extract import extract_maps
+    from cues.quality import comparison_table, evaluate_cues
+    from cues.sec import write_sec_cues
+
+    split = cfg.data.train_split
+    outputs, results = {}, []
+    sets = cue_sets(cfg)
+    for i, (variant, mechanism) in enumerate(sets, 1):
+        maps_dir = layout.maps(variant, mechanism, split)
+        quality = maps_dir / "quality" / "quality.json"
+        print(f"  cues [{i}/{len(sets)}] {variant}:{mechanism}")
+        if quality.is_file():
+            result = json.loads(quality.read_text())
+        else:
+            extract_maps(cfg, layout.classifier(variant) / "checkpoint.pt", mechanism, maps_dir, split=split,
+                         progress=progress)
+            write_sec_cues(maps_dir, cfg.cues, progress=progress)
+            result = evaluate_cues(cfg, maps_dir, split=cue_split(cfg), progress=progress)
+        results.append(result)
+        outputs[f"{variant}:{mechanism}"] = str(quality)
+    if progress and results:
+        print(comparison_table(results))
+    return outputs
+
+
+def _segmenters(cfg: Config, layout: RunLayout) -> list[tuple[str, Path | None, str]]:
+    """(name, cue folder or None, supervision) of every segmenter the run trains."""
+    out: list[tuple[str, Path | None, str]] = [
+        (segmenter_name(v, m), layout.maps(v, m, cfg.data.train_split) / "sec", "sec") for v, m in cue_sets(cfg)]
+    if cfg.run.full_supervision:
+        out.append(("full", None, "full"))
+    return out
+
+
+def run_segment_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
+    """Train one segmenter per cue set, and the fully-supervised reference."""
+    from segment.train import train_segmenter
+
+    outputs = {}
+    segmenters = _segmenters(cfg, layout)
+    for i, (name, cues_dir, supervision) in enumerate(segmenters, 1):
+        out = layout.segmenter(name)
+        print(f"  segment [{i}/{len(segmenters)}] {name}")
+        train_segmenter(cfg, out, cues_dir=cues_dir, supervision=supervision,
+                        resume=(out / "checkpoint.pt").is_file(), progress=progress)
+        outputs[name] = str(out / "checkpoint.pt")
+    return outputs
+
+
+def _prediction_miou(record: dict[str, Any], crf: bool) -> float | None:
+    scores = (record.get("scores") or {}).get("pred_crf" if crf else "pred")
+    return None if not scores else scores.get("miou")
+
+
+def run_predict_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
+    """Predict val with every segmenter (without and with CRF); submit the best one on the test split."""
+    from segment.predict import predict_split
+
+    split = cfg.data.val_split
+    outputs: dict[str, Any] = {}
+    records = {}
+    segmenters = _segmenters(cfg, layout)
+    for i, (name, _, _) in enumerate(segmenters, 1):
+        print(f"  predict [{i}/{len(segmenters)}] {name} on {split}")
+        out = layout.prediction(name, split)
+        records[name] = predict_split(cfg, layout.segmenter(name) / "checkpoint.pt", split, out,
+                                      crf=cfg.segment.predict_crf, progress=progress)
+        outputs[name] = str(out / "predict.json")
+    weak = {n: r for n, r in records.items() if n != "full"}
+    if cfg.run.submission and weak:
+        def key(item: tuple[str, dict[str, Any]]) -> float:
+            v = _prediction_miou(item[1], crf=True)
+            v = _prediction_miou(item[1], crf=False) if v is None else v
+            return -1.0 if v is None else v
+
+        best = max(weak.items(), key=key)[0]
+        test = cfg.data.test_split
+        print(f"  predict: test-split submission of the best segmenter, {best}")
+        out = layout.prediction(best, test)
+        record = predict_split(cfg, layout.segmenter(best) / "checkpoint.pt", test, out,
+                               crf=cfg.segment.predict_crf, submission=True, progress=progress)
+        tarball = record.get("submission")
+        submission: dict[str, Any] = {"segmenter": best, "split": test, "tarball": tarball, "test_miou": None}
+        if tarball:
+            from eval.predictions import evaluate_prediction_folder
+
+            if _has_ground_truth(cfg.data.root, test):
+                scores = evaluate_prediction_folder(tarball, cfg.data.root, test, progress=progress)
+                submission["test_miou"] = scores.miou
+                submission["test_scores"] = scores.to_dict()
+        write_json_atomic(layout.root / "predict" / "submission.json", submission)
+        outputs["submission"] = str(layout.root / "predict" / "submission.json")
+    return outputs
+
+
+def _has_ground_truth(root: str | Path, split: str) -> bool:
+    """Whether ``split`` can be scored: it has masks, or held-back ones (the built-in dataset's test split)."""
+    from data.voc import VOCSegmentation, resolve_voc_root
+
+    if VOCSegmentation(root, split).masks:
+        return True
+    return split == "test" and (resolve_voc_root(root) / "SegmentationClassTest").is_dir()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def collect_summary(cfg: Config, layout: RunLayout) -> dict[str, Any]:
+    """Everything the report shows, read back from the stages' outputs."""
+    split = cfg.data.val_split
+    rows = []
+    sets = cue_sets(cfg)
+    for variant in cfg.classify.variants:
+        evaluation = _read_json(layout.classifier(variant) / "evaluation.json") or {}
+        mechanisms = [m for v, m in sets if v == variant] or [None]
+        for mechanism in mechanisms:
+            row: dict[str, Any] = {
+                "classifier": variant, "mechanism": mechanism,
+                "cls_map": evaluation.get("map"), "cls_auc": evaluation.get("macro_auc"),
+                "attention_overlap": (evaluation.get("attention_overlap") or {}).get(mechanism) if mechanism else None,
+                "cue_best_tau": None, "cue_miou": None, "seed_precision": None, "seed_recall": None,
+                "seg_miou": None, "seg_miou_crf": None, "per_class_iou": {}, "tau_curve": None, "maps_dir": None,
+            }
+            if mechanism is not None:
+                maps_dir = layout.maps(variant, mechanism, cfg.data.train_split)
+                quality = _read_json(maps_dir / "quality" / "quality.json")
+                if quality:
+                    row.update(cue_best_tau=quality["best_tau"], cue_miou=quality["best_miou"],
+                               seed_precision=quality["seeds"]["mean_precision"],
+                               seed_recall=quality["seeds"]["mean_recall"],
+                               tau_curve={"tau": quality["tau"], "miou": quality["miou"]}, maps_dir=str(maps_dir))
+                predicted = _read_json(layout.prediction(segmenter_name(variant, mechanism), split) / "predict.json")
+                if predicted:
+                    row["seg_miou"] = _prediction_miou(predicted, crf=False)
+                    row["seg_miou_crf"] = _prediction_miou(predicted, crf=True)
+                    scores = (predicted.get("scores") or {})
+                    best = scores.get("pred_crf") or scores.get("pred") or {}
+                    row["per_class_iou"] = best.get("per_class_iou") or best.get("iou") or {}
+            rows.append(row)
+    full = _read_json(layout.prediction("full", split) / "predict.json") if cfg.run.full_supervision else None
+    stages = {}
+    for stage in STAGES:
+        rec = _read_json(layout.stage_record(stage))
+        if rec:
+            stages[stage] = {k: rec[k] for k in ("wall_seconds", "peak_rss_mib", "children_peak_rss_mib", "status")
+                             if k in rec}
+    submission = _read_json(layout.root / "predict" / "submission.json")
+    full_scores = (full or {}).get("scores") or {}
+    full_best = full_scores.get("pred_crf") or full_scores.get("pred") or {}
+    return {
+        "name": cfg.run.name, "config": cfg.to_dict(), "config_source": cfg.source, "seeds": [cfg.run.seed],
+        "rows": rows,
+        "full_supervision_miou": _prediction_miou(full, crf=False) if full else None,
+        "full_supervision_miou_crf": _prediction_miou(full, crf=True) if full else None,
+        "full_per_class_iou": full_best.get("per_class_iou") or full_best.get("iou") or {},
         "stages": stages,
-        "wall_seconds": time.perf_counter() - start,
-        "peak_rss_mib": _peak_rss_mib(),
+        "total_wall_seconds": sum(s.get("wall_seconds", 0.0) for s in stages.values()),
+        "peak_rss_mib": max([s.get("peak_rss_mib", 0.0) for s in stages.values()] or [0.0]),
+        "submission": submission, "dataset_root": cfg.data.root, "val_split": split, "cue_split": cue_split(cfg),
     }
-    write_json_atomic(record_path, record)
-    print(f"run record: {record_path}")
+
+
+def run_report_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
+    """Write ``report.md``, ``report.json`` and ``figures/`` from the stages' outputs."""
+    from .report import write_report
+
+    summary = collect_summary(cfg, layout)
+    write_report(layout.root, summary)
+    print(f"  report: {layout.root / 'report.md'}")
+    return {"report": str(layout.root / "report.json")}
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Config, RunLayout, bool], dict[str, Any]]] = {
+    "data": run_data_stage, "classify": run_classify_stage, "cues": run_cues_stage,
+    "segment": run_segment_stage, "predict": run_predict_stage, "report": run_report_stage,
+}
+
+
+# --------------------------------------------------------------------------- driver
+
+def _stage_status(cfg: Config, layout: RunLayout, stage: str) -> str:
+    """"done" (finished with this config), "absent", or "other" (finished or started with another config)."""
+    h = stage_hash(cfg, stage)
+    for path, state in ((layout.stage_record(stage), "done"), (layout.stage_started(stage), "started")):
+        rec = _read_json(path)
+        if rec is not None:
+            if rec.get("config_hash") != h:
+                return "other"
+            if state == "done":
+                return "done"
+    return "absent"
+
+
+def _clear_stages(layout: RunLayout, stages: list[str]) -> None:
+    for stage in stages:
+        for p in layout.stage_outputs(stage):
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+        for p in (layout.stage_record(stage), layout.stage_started(stage)):
+            if p.exists():
+                p.unlink()
+
+
+def _run_stage(cfg: Config, layout: RunLayout, stage: str, progress: bool) -> dict[str, Any]:
+    h = stage_hash(cfg, stage)
+    write_json_atomic(layout.stage_started(stage), {"stage": stage, "config_hash": h})
+    _reset_peak()
+    t0 = time.perf_counter()
+    try:
+        outputs = STAGE_FUNCTIONS[stage](cfg, layout, progress)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise DiskFullError(errno.ENOSPC, f"the disk filled up during stage {stage!r} ({e}); nothing "
+                                              "finished is lost: free some space and run the same command "
+                                              "again to resume") from None
+        raise
+    record = {"stage": stage, "config_hash": h, "status": "done", "wall_seconds": time.perf_counter() - t0,
+              "peak_rss_mib": _peak_rss_mib(), "children_peak_rss_mib": _children_peak_rss_mib(),
+              "outputs": outputs}
+    write_json_atomic(layout.stage_record(stage), record)
+    return record
+
+
+def run_one(cfg: Config, progress: bool = True, from_stage: str | None = None,
+            only: str | None = None) -> dict[str, Any]:
+    """Run the pipeline once (one seed) under ``cfg.run.run_dir``; return the run record."""
+    for name, value in (("--from", from_stage), ("--only", only)):
+        if value is not None and value not in STAGES:
+            raise ConfigError(f"{name} {value!r}: unknown stage; valid stages: {', '.join(STAGES)}")
+    check_run_config(cfg)
+    layout = RunLayout(Path(cfg.run.run_dir))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    selected = [s for s in STAGES if s in cfg.run.stages]
+    if only is not None:
+        selected = [only]
+    if from_stage is not None:
+        selected = [s for s in selected if STAGES.index(s) >= STAGES.index(from_stage)]
+        _clear_stages(layout, [s for s in STAGES if STAGES.index(s) >= STAGES.index(from_stage)])
+    # Refuse to mix configs before doing anything.
+    for stage in STAGES:
+        if _stage_status(cfg, layout, stage) == "other":
+            raise ConfigError(
+                f"{layout.root}: stage {stage!r} here was made with another config "
+                f"(its part: {', '.join(_STAGE_SECTIONS[stage]) or 'the earlier stages'}); refusing to mix. "
+                f"Rerun with --from {stage} to redo it and the later stages, use a new --run-dir, or delete "
+                f"{layout.root} to start fresh")
+    first = selected[0] if selected else None
+    if first is not None:
+        missing = [s for s in STAGES[: STAGES.index(first)] if s in cfg.run.stages
+                   and _stage_status(cfg, layout, s) != "done"]
+        if missing:
+            raise ConfigError(f"{layout.root}: stage {first!r} needs the earlier stage(s) {', '.join(missing)} "
+                              "finished first; run `sharpen run` without --only/--from, or --from "
+                              f"{missing[0]}")
+    write_bytes_atomic(layout.root / "config.toml", dump_toml(cfg).encode())
+    start = time.perf_counter()
+    stages: dict[str, Any] = {}
+    for i, stage in enumerate(selected, 1):
+        if _stage_status(cfg, layout, stage) == "done":
+            print(f"[{i}/{len(selected)}] {stage}: up to date, skipped")
+            rec = _read_json(layout.stage_record(stage)) or {}
+            stages[stage] = {**rec, "status": "skipped (up to date)"}
+            continue
+        print(f"[{i}/{len(selected)}] {stage}")
+        stages[stage] = _run_stage(cfg, layout, stage, progress)
+        print(f"[{i}/{len(selected)}] {stage}: done in {stages[stage]['wall_seconds']:.1f} s, "
+              f"peak {stages[stage]['peak_rss_mib']:.0f} MiB")
+    record = {
+        "name": cfg.run.name, "config_source": cfg.source, "seed": cfg.run.seed,
+        "config_hashes": {s: stage_hash(cfg, s) for s in STAGES},
+        "stages": {s: {k: v for k, v in r.items() if k != "outputs"} for s, r in stages.items()},
+        "wall_seconds": time.perf_counter() - start,
+    }
+    write_json_atomic(layout.root / "run.json", record)
+    return record
+
+
+def run_pipeline(cfg: Config, progress: bool = True, from_stage: str | None = None, only: str | None = None,
+                 seeds: int = 1) -> dict[str, Any]:
+    """Run the pipeline under ``cfg.run.run_dir``, once, or ``seeds`` times with the report over seeds."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: expected a positive number of seeds")
+    if seeds == 1:
+        record = run_one(cfg, progress, from_stage, only)
+        print(f"run record: {Path(cfg.run.run_dir) / 'run.json'}")
+        return record
+    root = Path(cfg.run.run_dir)
+    records, summaries = [], []
+    for k in range(seeds):
+        seed_cfg = copy.deepcopy(cfg)
+        seed_cfg.run.seed = cfg.run.seed + k
+        seed_cfg.run.run_dir = str(root / f"seed-{seed_cfg.run.seed}")
+        print(f"=== seed {seed_cfg.run.seed} ({k + 1}/{seeds}) ===")
+        records.append(run_one(seed_cfg, progress, from_stage, only))
+        if "report" in seed_cfg.run.stages:
+            summaries.append(collect_summary(seed_cfg, RunLayout(Path(seed_cfg.run.run_dir))))
+    record = {"name": cfg.run.name, "config_source": cfg.source, "seeds": [cfg.run.seed + k for k in range(seeds)],
+              "runs": records}
+    if summaries:
+        from .report import write_report
+
+        summary = dict(summaries[0])
+        summary["seeds"] = record["seeds"]
+        summary["per_seed"] = summaries
+        write_report(root, summary)
+        print(f"report over {seeds} seeds: {root / 'report.md'}")
+    write_json_atomic(root / "run.json", record)
     return record
