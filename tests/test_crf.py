@@ -1,0 +1,117 @@
+"""Dense CRF wrapper and pool (SPEC §5): region recovery, label selection, pool == inline, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipeline.config import SegmentConfig
+from segment.crf import CRFParams, CRFPool, dense_crf
+
+
+def _two_regions(h: int = 40, w: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Left half red, right half blue; 3 label planes, the right region's label at 0.6 ± noise."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((h, w, 3), dtype=np.uint8)
+    image[:, : w // 2] = (200, 40, 30)
+    image[:, w // 2:] = (30, 40, 200)
+    truth = np.zeros((h, w), dtype=np.int64)
+    truth[:, w // 2:] = 1
+    right = 0.6 + rng.uniform(-0.25, 0.25, size=(h, w))  # 60/40 on average, many pixels flipped
+    probs = np.empty((3, h, w), dtype=np.float32)
+    probs[0] = np.where(truth == 0, right, 1 - right) * 0.95
+    probs[1] = np.where(truth == 1, right, 1 - right) * 0.95
+    probs[2] = 0.05
+    return image, probs, truth
+
+
+def test_two_region_image_is_recovered():
+    image, probs, truth = _two_regions()
+    raw = (probs.argmax(0) == truth).mean()
+    assert raw < 0.8  # the noise flips a fair share of the pixels
+    out = dense_crf(image, probs)
+    assert out.shape == probs.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-5)
+    assert (out.argmax(0) == truth).mean() == 1.0
+
+
+def test_present_labels_zero_the_other_planes():
+    image, probs, truth = _two_regions()
+    probs4 = np.concatenate([probs, np.full((1, *probs.shape[1:]), 0.3, np.float32)])
+    out = dense_crf(image, probs4, labels=[1, 0])
+    assert out.shape == (4, *truth.shape)
+    assert (out[2] == 0).all() and (out[3] == 0).all()
+    np.testing.assert_allclose(out.sum(0), 1.0, atol=1e-5)
+    assert (out.argmax(0) == truth).mean() == 1.0
+
+
+def test_single_label_is_certain():
+    image, probs, _ = _two_regions()
+    out = dense_crf(image, probs, labels=[2])
+    assert (out[2] == 1).all() and (out[[0, 1]] == 0).all()
+
+
+def test_zero_iterations_return_renormalised_selected_probs():
+    image, probs, _ = _two_regions()
+    out = dense_crf(image, probs, labels=[0, 1], params=CRFParams(iterations=0))
+    sel = probs[[0, 1]] / probs[[0, 1]].sum(0)
+    np.testing.assert_allclose(out[[0, 1]], sel, rtol=1e-5, atol=1e-6)
+
+
+def test_scale_divides_spatial_deviations():
+    image, probs, _ = _two_regions(20, 24, seed=3)
+    p = CRFParams(bilateral_sxy=60.0, gaussian_sxy=6.0)
+    shrunk = dataclasses.replace(p, bilateral_sxy=15.0, gaussian_sxy=1.5)
+    np.testing.assert_array_equal(dense_crf(image, probs, scale=4.0, params=p),
+                                  dense_crf(image, probs, scale=1.0, params=shrunk))
+
+
+def test_params_from_config():
+    cfg = SegmentConfig(crf_bilateral_weight=5.0, crf_bilateral_sxy=50.0, crf_bilateral_srgb=7.0,
+                        crf_gaussian_weight=2.0, crf_gaussian_sxy=1.0, crf_iterations=4)
+    assert CRFParams.from_config(cfg) == CRFParams(5.0, 50.0, 7.0, 2.0, 1.0, 4)
+    assert CRFParams.from_config(SegmentConfig()) == CRFParams()
+
+
+def test_errors_name_the_problem():
+    image, probs, _ = _two_regions(10, 12)
+    with pytest.raises(ValueError, match=r"\(3, 10, 11\).*\(10, 12, 3\)"):
+        dense_crf(image, probs[:, :, :11])
+    with pytest.raises(ValueError, match="uint8"):
+        dense_crf(image.astype(np.float32), probs)
+    with pytest.raises(ValueError, match=r"outside 0\.\.2"):
+        dense_crf(image, probs, labels=[0, 3])
+    with pytest.raises(ValueError, match="repeat"):
+        dense_crf(image, probs, labels=[1, 1])
+    with pytest.raises(ValueError, match="scale"):
+        dense_crf(image, probs, scale=0.0)
+
+
+def test_pool_matches_inline():
+    batch = [_two_regions(12 + i, 16, seed=i) for i in range(5)]
+    images = [b[0] for b in batch]
+    probs = [b[1] for b in batch]
+    labels = [[0, 1], None, [1, 2], [2], [0, 1, 2]]
+    inline = [dense_crf(im, p, lab, scale=2.0) for im, p, lab in zip(images, probs, labels)]
+    with CRFPool(1) as one:
+        same = one.map(images, probs, labels, scale=2.0)
+    with CRFPool(2) as pool:
+        pooled = pool.map(images, probs, labels, scale=2.0)
+        pending = pool.map_async(images[::-1], probs[::-1], labels[::-1], scale=2.0)
+        reversed_ = pending.get()
+        with pytest.raises(ValueError, match=r"image 1 of the batch.*\(3, 12, 16\)"):
+            pool.map(images[:2], [probs[0], probs[0]], scale=2.0)
+    for a, b, c, d in zip(inline, same, pooled, reversed_[::-1]):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(a, d)
+    with pytest.raises(ValueError, match="closed"):
+        pool.map(images, probs)
+
+
+def test_pool_length_mismatch():
+    image, probs, _ = _two_regions(8, 8)
+    with CRFPool(1) as pool, pytest.raises(ValueError, match="2 images, 1 probability maps"):
+        pool.map([image, image], [probs])
