@@ -286,15 +286,19 @@ def _build_cues_parser(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- eval
 def _cmd_eval_segmentation(args: argparse.Namespace) -> int:
-    from eval.predictions import evaluate_prediction_folder
+    from eval.predictions import evaluate_predictions, ground_truth, is_submission
 
-    scores = evaluate_prediction_folder(args.pred, args.root, args.split, progress=not args.quiet)
+    gt = ground_truth(args.root, args.split)
+    submission = is_submission(args.pred)
+    scores = evaluate_predictions(args.pred, args.root, args.split, progress=not args.quiet)
+    print(f"{'submission' if submission else 'predictions'} {args.pred} on {args.split} "
+          f"({len(gt.ids)} images, ground truth {gt.source})")
     print(scores.table())
     if args.json:
         from data.io import write_json_atomic
 
         write_json_atomic(args.json, {"pred": str(args.pred), "root": str(args.root), "split": args.split,
-                                      **scores.to_dict()})
+                                      "submission": submission, "ground_truth": gt.source, **scores.to_dict()})
     return 0
 
 
@@ -303,10 +307,17 @@ def _build_eval_parser(sub: argparse._SubParsersAction) -> None:
                        description="Metrics. Segmentation: one 21x21 confusion matrix over the split, "
                                    "ground truth 255 ignored, per-class IoU and mIoU over classes present.")
     esub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    s = esub.add_parser("segmentation", help="mIoU of a folder of predicted label PNGs",
-                        description="Score a folder of predicted masks (<id>.png, palette or grey, values 0-20) "
-                                    "against a split's ground truth; print the per-class IoU table.")
-    s.add_argument("--pred", type=Path, required=True, help="folder of predicted <id>.png masks")
+    s = esub.add_parser("segmentation", help="mIoU of predicted label PNGs (a folder or a VOC submission)",
+                        description="Score predicted masks against a split's ground truth; print the per-class "
+                                    "IoU table. --pred is a folder of <id>.png (palette or grey, values 0-20), or "
+                                    "a VOC test-server submission: the .tar.gz of "
+                                    "results/VOC2012/Segmentation/comp6_test_cls/<id>.png or a folder holding "
+                                    "results/, checked as the server would (exactly the split's images, image "
+                                    "size, values 0-20, no 255). The built-in dataset's test split is scored "
+                                    "against its held-back masks (SegmentationClassTest/); VOC's test split has "
+                                    "no masks here (submit the tarball to the evaluation server).")
+    s.add_argument("--pred", type=Path, required=True, metavar="DIR|TARBALL",
+                   help="folder of predicted <id>.png masks, or a submission .tar.gz / folder")
     s.add_argument("--root", "--gt", dest="root", type=Path, required=True, help="dataset folder (VOC layout)")
     s.add_argument("--split", default="val", help="split whose ground truth to use (default val)")
     s.add_argument("--json", type=Path, default=None, help="also write the scores as JSON here")
