@@ -1,0 +1,379 @@
+"""Stage 3 prediction: multi-scale + flip class probabilities, dense-CRF refinement, palette PNGs.
+
+For each image (SPEC §5, §7):
+
+1. the whole image is resized to ``round(input_size · s)`` square for each scale ``s`` (training
+   resizes the whole image to ``input_size`` square, with the same PIL bilinear filter), normalised
+   with the ImageNet mean/std; the horizontally flipped copy goes in the same batch. Images of a
+   chunk share each scale's batch (they all have the same square size);
+2. the logits are upsampled bilinearly to the image size, soft-maxed, the flipped pass flipped
+   back, and all passes averaged: ``p`` (L, H, W);
+3. ``OUT/pred/<id>.png`` is ``argmax p`` (no CRF); ``OUT/pred_crf/<id>.png`` the argmax of the
+   dense CRF (SPEC §5 parameters, scale 1, full resolution) of ``p`` and the image.
+
+The CRF runs over the labels present only (SPEC §5). At test time there are no image-level
+labels, so "present" means: background plus every label that wins at least one pixel of the
+un-refined argmax (the CRF can then only remove a label or move its boundaries, not invent one).
+An image whose argmax holds a single label keeps it everywhere (a one-label CRF is the identity).
+The CRF runs in a process pool (``segment.crf_processes``) on chunk ``k`` while the network
+works on chunk ``k + 1``.
+
+Outputs are written atomically; a rerun skips images whose wanted outputs exist and load (right
+size, values in range). ``OUT/predict.json`` holds the parameters (written first: a rerun with
+another checkpoint or other settings is refused rather than mixed) and, at the end, the record:
+config, checkpoint and its meta, split, counts, seconds, images/s and, where the split has
+ground truth, the scores of each output (mIoU, per-class IoU). The test split is never scored
+here, even where its masks exist (the built-in ``SegmentationClassTest/``): score a submission
+with ``sharpen eval segmentation`` as the evaluation server would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from data.errors import DatasetError
+from data.io import write_json_atomic, write_mask
+from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from data.voc import VOCSegmentation
+from eval.predictions import read_prediction
+
+PRED_SUBDIR = "pred"
+CRF_SUBDIR = "pred_crf"
+RECORD_NAME = "predict.json"
+CRF_MODES = ("on", "off", "both")
+MAX_PENDING_CHUNKS = 2  # CRF chunks in flight while the network runs ahead
+
+
+# --------------------------------------------------------------------------- probabilities
+
+def scaled_square_inputs(image: np.ndarray, input_size: int, scales: Sequence[float],
+                         mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> list[Tensor]:
+    """The whole image resized to ``round(input_size · s)`` square per scale (PIL bilinear), normalised: (3, S, S)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
+    pil = Image.fromarray(image)
+    m = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
+    out = []
+    for scale in scales:
+        side = max(1, round(input_size * scale))
+        arr = image if image.shape[:2] == (side, side) else np.asarray(pil.resize((side, side), Image.BILINEAR))
+        x = torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255)
+        out.append((x - m) / s)
+    return out
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def batch_probabilities(model: nn.Module, scaled: Sequence[Sequence[Tensor]], sizes: Sequence[tuple[int, int]],
+                        flip: bool, device: torch.device | str, amp: bool = False) -> list[np.ndarray]:
+    """Averaged softmax (L, H_i, W_i) float32 of each image from its scaled inputs ``scaled[i][k]`` (scale k).
+
+    One forward per scale over all images (and their flipped copies); logits upsampled bilinearly
+    to each image's size, soft-maxed, flipped passes flipped back, passes averaged.
+    """
+    device = torch.device(device)
+    n = len(scaled)
+    if n == 0:
+        return []
+    num_scales = len(scaled[0])
+    acc: list[Tensor | None] = [None] * n
+    for k in range(num_scales):
+        x = torch.stack([scaled[i][k] for i in range(n)]).to(device, non_blocking=True)
+        if flip:
+            x = torch.cat([x, x.flip(-1)])
+        with _autocast(device, amp):
+            logits = model(x)
+        if logits.ndim != 4 or logits.shape[0] != x.shape[0]:
+            raise ValueError(f"the model returned {tuple(logits.shape)} for an input of {tuple(x.shape)}; "
+                             "expected logits (B, L, h, w)")
+        logits = logits.float()
+        for i, (h, w) in enumerate(sizes):
+            rows = logits[[i, n + i]] if flip else logits[i:i + 1]
+            p = F.interpolate(rows, size=(h, w), mode="bilinear", align_corners=False).softmax(1)
+            total = p[0] + p[1].flip(-1) if flip else p[0]
+            acc[i] = total if acc[i] is None else acc[i] + total
+    passes = num_scales * (2 if flip else 1)
+    return [(a / passes).cpu().numpy().astype(np.float32, copy=False) for a in acc]
+
+
+def predict_probabilities(model: nn.Module, image: np.ndarray, input_size: int, scales: Sequence[float],
+                          flip: bool, device: torch.device | str, mean: Sequence[float] = IMAGENET_MEAN,
+                          std: Sequence[float] = IMAGENET_STD, amp: bool = False) -> np.ndarray:
+    """Class probabilities (L, H, W) float32 of one (H, W, 3) uint8 image, averaged over scales and flip.
+
+    ``model`` should be in eval mode; it maps normalised (B, 3, S, S) to logits (B, L, h, w).
+    """
+    if not scales:
+        raise ValueError("predict scales is empty; expected at least one scale, e.g. [1.0]")
+    inputs = scaled_square_inputs(image, input_size, scales, mean, std)
+    return batch_probabilities(model, [inputs], [image.shape[:2]], flip, device, amp)[0]
+
+
+def crf_labels(argmax: np.ndarray) -> list[int]:
+    """The labels the CRF runs over at test time: background plus every label winning a pixel."""
+    return sorted({0, *np.unique(argmax).tolist()})
+
+
+# --------------------------------------------------------------------------- the split
+
+class _Items(torch.utils.data.Dataset):
+    """Images to predict: id, the image, and its scaled inputs (made in loader workers)."""
+
+    def __init__(self, dataset: VOCSegmentation, indices: Sequence[int], input_size: int, scales: Sequence[float],
+                 mean: Sequence[float], std: Sequence[float]):
+        self.dataset, self.indices = dataset, list(indices)
+        self.input_size, self.scales, self.mean, self.std = input_size, list(scales), list(mean), list(std)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from data.io import read_image
+
+        image_id = self.dataset.ids[self.indices[i]]
+        image = read_image(self.dataset.image_path(image_id))
+        return {"id": image_id, "image": image,
+                "scaled": scaled_square_inputs(image, self.input_size, self.scales, self.mean, self.std)}
+
+
+def _collate(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return samples
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _image_shape(dataset: VOCSegmentation, image_id: str) -> tuple[int, int]:
+    from .submission import image_size
+
+    return image_size(dataset, image_id)
+
+
+def _output_ok(path: Path, shape: tuple[int, int], num_classes: int) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        read_prediction(path, shape, num_classes)
+    except DatasetError:
+        return False
+    return True
+
+
+def _remove_partial(folder: Path, image_id: str) -> None:
+    """A killed run's temp file of this image (``data.io.atomic_path`` names them ``.<name>.*.tmp``)."""
+    for tmp in folder.glob(f".{image_id}.png.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _jsonable(obj: Any) -> Any:
+    """``obj`` with anything JSON cannot hold turned into its repr (checkpoint meta may hold objects)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return repr(obj)
+
+
+def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
+    """Record the parameters in ``predict.json``, or check that the folder's predictions were made with them."""
+    path = out_dir / RECORD_NAME
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())["params"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise DatasetError(path, f"unreadable prediction record ({e}); delete it or use another --out") from None
+        diff = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
+        if diff:
+            shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+            raise ValueError(f"{path}: this folder holds predictions made with other parameters ({shown}); "
+                             f"use another --out, or delete {out_dir} to start fresh")
+        return
+    for sub in (PRED_SUBDIR, CRF_SUBDIR):
+        if any((out_dir / sub).glob("*.png")):
+            raise ValueError(f"{out_dir / sub}: predictions without {RECORD_NAME}; use another --out, or delete "
+                             f"{out_dir} to start fresh")
+    write_json_atomic(path, {"stage": "segment predict", "status": "running", "params": params})
+
+
+def _crf_params_dict(params: Any) -> Any:
+    if dataclasses.is_dataclass(params):
+        return dataclasses.asdict(params)
+    return _jsonable(getattr(params, "__dict__", params))
+
+
+def predict_split(cfg: Any, checkpoint: str | Path, split: str, out_dir: str | Path, crf: str = "both",
+                  submission: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Predict every image of ``split`` into ``out_dir/pred`` and/or ``out_dir/pred_crf``; return the record.
+
+    ``crf``: "off" writes ``pred`` only, "on" ``pred_crf`` only, "both" both. ``submission`` then
+    writes the VOC test-server layout and tarball from ``pred_crf`` (``pred`` when crf is "off").
+    """
+    from pipeline.device import resolve_device
+
+    from .crf import CRFParams, CRFPool
+    from .models import load_segmenter
+
+    if crf not in CRF_MODES:
+        raise ValueError(f"crf {crf!r}: expected one of {', '.join(CRF_MODES)}")
+    sc = cfg.segment
+    scales = [float(s) for s in sc.predict_scales]
+    if not scales or any(s <= 0 for s in scales):
+        raise ValueError(f"segment.predict_scales = {sc.predict_scales!r}; expected positive scales, e.g. [1.0]")
+    out_dir = Path(out_dir)
+    dataset = VOCSegmentation(cfg.data.root, split)
+    device = resolve_device(cfg.run.device)
+    model, meta = load_segmenter(checkpoint, device=device, num_classes=dataset.num_classes)
+    model.to(device).eval()
+    num_classes = int(meta.get("num_classes", dataset.num_classes))
+    if num_classes != dataset.num_classes:
+        raise ValueError(f"{checkpoint}: the segmenter has {num_classes} classes; the dataset has "
+                         f"{dataset.num_classes}")
+    input_size = int(meta.get("input_size") or sc.crop_size)
+    amp = bool(sc.amp) and device.type == "cuda"
+    crf_params = CRFParams.from_config(sc)
+    want_plain, want_crf = crf in ("off", "both"), crf in ("on", "both")
+    params = {
+        "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": file_sha256(checkpoint),
+        "dataset": str(dataset.root.resolve()), "split": split, "images": len(dataset),
+        "input_size": input_size, "scales": scales, "flip": bool(sc.predict_flip),
+        "mean": list(cfg.data.mean), "std": list(cfg.data.std), "crf_params": _crf_params_dict(crf_params),
+        "crf_scale": 1.0, "crf_labels": "background + labels of the un-refined argmax",
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _claim_folder(out_dir, params)
+    folders = {PRED_SUBDIR: want_plain, CRF_SUBDIR: want_crf}
+    for sub, wanted in folders.items():
+        if wanted:
+            (out_dir / sub).mkdir(exist_ok=True)
+
+    todo: list[int] = []
+    for i, image_id in enumerate(dataset.ids):
+        shape = _image_shape(dataset, image_id)
+        if not all(_output_ok(out_dir / sub / f"{image_id}.png", shape, num_classes)
+                   for sub, wanted in folders.items() if wanted):
+            for sub, wanted in folders.items():
+                if wanted:
+                    _remove_partial(out_dir / sub, image_id)
+            todo.append(i)
+    skipped = len(dataset) - len(todo)
+
+    chunk = max(1, int(sc.batch_size))
+    items = _Items(dataset, todo, input_size, scales, cfg.data.mean, cfg.data.std)
+    workers = int(cfg.data.num_workers) if len(todo) > chunk else 0
+    loader = torch.utils.data.DataLoader(items, batch_size=chunk, shuffle=False, num_workers=workers,
+                                         collate_fn=_collate, worker_init_fn=_worker_init if workers else None)
+    bar = tqdm(total=len(todo), desc=f"predict {split}", unit="img", disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    crf_seconds_waited = 0.0
+    pending: deque[tuple[list[str], Any]] = deque()
+
+    def finish(ids: list[str], job: Any) -> None:
+        nonlocal crf_seconds_waited
+        t = time.perf_counter()
+        refined = job.get()
+        crf_seconds_waited += time.perf_counter() - t
+        for image_id, q in zip(ids, refined):
+            write_mask(out_dir / CRF_SUBDIR / f"{image_id}.png", np.asarray(q).argmax(0).astype(np.uint8))
+            bar.update(1)
+
+    try:
+        with (CRFPool(int(sc.crf_processes), crf_params) if want_crf else contextlib.nullcontext()) as pool:
+            for batch in loader:
+                probs = batch_probabilities(model, [s["scaled"] for s in batch],
+                                            [s["image"].shape[:2] for s in batch], bool(sc.predict_flip), device, amp)
+                crf_ids, crf_images, crf_probs, crf_sets = [], [], [], []
+                for sample, p in zip(batch, probs):
+                    image_id = sample["id"]
+                    plain = p.argmax(0).astype(np.uint8)
+                    if want_plain:
+                        write_mask(out_dir / PRED_SUBDIR / f"{image_id}.png", plain)
+                    if not want_crf:
+                        bar.update(1)
+                        continue
+                    labels = crf_labels(plain)
+                    if len(labels) == 1:  # background everywhere: a one-label CRF is the identity
+                        write_mask(out_dir / CRF_SUBDIR / f"{image_id}.png", plain)
+                        bar.update(1)
+                        continue
+                    crf_ids.append(image_id)
+                    crf_images.append(sample["image"])
+                    crf_probs.append(p)
+                    crf_sets.append(labels)
+                if crf_ids:
+                    pending.append((crf_ids, pool.map_async(crf_images, crf_probs, crf_sets, 1.0)))
+                while len(pending) > MAX_PENDING_CHUNKS:
+                    finish(*pending.popleft())
+            while pending:
+                finish(*pending.popleft())
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+
+    record: dict[str, Any] = {
+        "stage": "segment predict", "status": "done", "params": params,
+        "checkpoint": str(checkpoint), "meta": _jsonable(meta), "split": split, "crf": crf,
+        "outputs": {sub: str(out_dir / sub) for sub, wanted in folders.items() if wanted},
+        "counts": {"images": len(dataset), "predicted": len(todo), "skipped": skipped},
+        "seconds": seconds, "images_per_second": len(todo) / seconds if todo and seconds > 0 else None,
+        "crf_wait_seconds": crf_seconds_waited, "device": str(device), "amp": amp,
+        "crf_processes": int(sc.crf_processes), "loader_workers": workers, "chunk": chunk,
+    }
+    if dataset.masks:
+        from eval.predictions import evaluate_prediction_folders
+
+        scores = evaluate_prediction_folders({sub: out_dir / sub for sub, w in folders.items() if w},
+                                             cfg.data.root, split, progress)
+        record["miou"] = {sub: s.to_dict()["miou"] for sub, s in scores.items()}
+        record["scores"] = {sub: s.to_dict() for sub, s in scores.items()}
+        if progress:
+            for sub, s in scores.items():
+                print(f"[segment predict] {split} {sub}:\n{s.table()}")
+    if submission:
+        from .submission import write_submission
+
+        source = out_dir / (CRF_SUBDIR if want_crf else PRED_SUBDIR)
+        record["submission"] = str(write_submission(source, dataset, out_dir, progress=progress))
+        record["submission_source"] = str(source)
+    record["config"] = cfg.to_dict()
+    write_json_atomic(out_dir / RECORD_NAME, record)
+    if progress:
+        rate = f", {record['images_per_second']:.2f} images/s" if record["images_per_second"] else ""
+        miou = "".join(f", mIoU {sub} {100 * v:.2f}" for sub, v in record.get("miou", {}).items() if v is not None)
+        print(f"[segment predict] {split}: {len(todo)} images predicted, {skipped} already done{rate}{miou} -> {out_dir}"
+              + (f"; submission {record['submission']}" if submission else ""))
+    return record
