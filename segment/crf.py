@@ -4,16 +4,20 @@
   present in the image"; ``labels=None`` uses all of them). The selected planes are renormalised to
   sum to 1 per pixel and floored at ``UNARY_FLOOR`` before the log (a pixel where every selected
   plane is 0 becomes uniform over them). The planes of the other labels are 0 in the output; a
-  single selected label gets probability 1 everywhere (no CRF is run).
+  single selected label gets probability 1 everywhere (no CRF is run). Inputs may be read-only or
+  strided views (copied to the writable C-contiguous buffers pydensecrf requires).
 - Pairwise terms: a bilateral kernel (weight 10, ``sxy = 80/s``, ``srgb = 13``) and a Gaussian
   kernel (weight 3, ``sxy = 3/s``), Potts compatibility; 10 mean-field iterations. ``s`` = how much
   the image was shrunk (12 for 321 → 41 in SEC training, 1 on the full image at test time).
 - pydensecrf holds the GIL while it runs (two threads take as long as one after the other), so
-  :class:`CRFPool` parallelises over images with processes. The workers are started with the
-  ``forkserver`` method (``spawn`` where it is unavailable), never ``fork``: the callers have torch
-  (and its thread pools) loaded, and forking a multi-threaded process can deadlock its children.
-  Startup is paid once per pool (the pool is created once and reused); see benchmarks/crf.py for
-  the measured startup of each method.
+  :class:`CRFPool` parallelises over images with processes, started with ``spawn``, never
+  ``fork``: the callers have torch (and its thread pools) loaded, and forking a multi-threaded
+  process can deadlock its children. Measured on the 2-core machine (benchmarks/crf.py, a
+  2-process pool's creation + first map, parent with torch imported): fork ≈ 0.06 s, spawn ≈
+  0.5 s, forkserver ≈ 1 s (server start, then a fork per worker); when the main module itself
+  imports torch at top level, spawn and forkserver both pay its import once (≈ 2.5 s). The pool
+  is created once and reused, so spawn's one-off cost is amortised; forkserver would only pay off
+  for many short-lived pools. Only the selected planes travel to the workers and back.
 """
 
 from __future__ import annotations
@@ -76,27 +80,39 @@ def _check_inputs(image: np.ndarray, probs: np.ndarray, labels: Sequence[int] | 
     return _check_labels(labels, probs.shape[0])
 
 
-def _dense_crf(image: np.ndarray, probs: np.ndarray, labels: list[int], scale: float,
-               params: CRFParams) -> np.ndarray:
-    """The CRF on validated inputs (runs in the pool's workers too)."""
+def _mean_field(image: np.ndarray, sel: np.ndarray, scale: float, params: CRFParams) -> np.ndarray:
+    """The CRF over the selected planes ``sel`` (k ≥ 2, H, W) float32, in order: (k, H, W) float32.
+
+    Runs in the pool's workers too: only the selected planes travel there and back.
+    """
     import pydensecrf.densecrf as dcrf
 
-    num_labels, height, width = probs.shape
-    out = np.zeros((num_labels, height, width), dtype=np.float32)
-    if len(labels) == 1:
-        out[labels[0]] = 1.0
-        return out
-    sel = np.asarray(probs, dtype=np.float32)[labels]
+    k, height, width = sel.shape
     total = sel.sum(axis=0, keepdims=True)
-    sel = np.where(total > 0, sel / np.where(total > 0, total, 1.0), np.float32(1.0 / len(labels)))
-    unary = -np.log(np.clip(sel, UNARY_FLOOR, 1.0)).reshape(len(labels), -1)
-    crf = dcrf.DenseCRF2D(width, height, len(labels))
+    sel = np.where(total > 0, sel / np.where(total > 0, total, 1.0), np.float32(1.0 / k))
+    unary = -np.log(np.clip(sel, UNARY_FLOOR, 1.0)).reshape(k, -1)
+    crf = dcrf.DenseCRF2D(width, height, k)
     crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
     crf.addPairwiseGaussian(sxy=params.gaussian_sxy / scale, compat=params.gaussian_weight)
+    if not (image.flags.c_contiguous and image.flags.writeable):
+        image = np.array(image, dtype=np.uint8, order="C")  # pydensecrf takes a writable C-contiguous buffer
     crf.addPairwiseBilateral(sxy=params.bilateral_sxy / scale, srgb=params.bilateral_srgb,
-                             rgbim=np.ascontiguousarray(image), compat=params.bilateral_weight)
+                             rgbim=image, compat=params.bilateral_weight)
     q = np.asarray(crf.inference(int(params.iterations)), dtype=np.float32)
-    out[labels] = q.reshape(len(labels), height, width)
+    return q.reshape(k, height, width)
+
+
+def _selected(probs: np.ndarray, labels: list[int]) -> np.ndarray:
+    return np.asarray(probs)[labels].astype(np.float32, copy=False)
+
+
+def _scatter(q: np.ndarray | None, labels: list[int], shape: tuple[int, ...]) -> np.ndarray:
+    """(L, H, W) float32: the CRF planes at ``labels``, zeros elsewhere (q None: a single certain label)."""
+    out = np.zeros(shape, dtype=np.float32)
+    if q is None:
+        out[labels[0]] = 1.0
+    else:
+        out[labels] = q
     return out
 
 
@@ -110,27 +126,48 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, labels: Sequence[int] | None
     non-uint8 image, mismatched shapes (naming both) or labels out of range.
     """
     selected = _check_inputs(image, probs, labels, scale)
-    return _dense_crf(image, np.asarray(probs), selected, float(scale), params)
+    probs = np.asarray(probs)
+    q = None if len(selected) == 1 else _mean_field(image, _selected(probs, selected), float(scale), params)
+    return _scatter(q, selected, probs.shape)
 
 
-def _crf_task(task: tuple[np.ndarray, np.ndarray, list[int], float, CRFParams]) -> np.ndarray:
-    return _dense_crf(*task)
+def _crf_task(task: tuple[np.ndarray, np.ndarray, float, CRFParams]) -> np.ndarray:
+    return _mean_field(*task)
 
 
 def pool_context() -> mp.context.BaseContext:
-    """The multiprocessing context of :class:`CRFPool`: forkserver, else spawn (never fork, see module doc)."""
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    """The multiprocessing context of :class:`CRFPool`: spawn (never fork, see the module doc)."""
+    return mp.get_context("spawn")
 
 
-class _Ready:
-    """A finished result with the ``.get()`` of multiprocessing's AsyncResult (the inline path)."""
+def _assemble(jobs: list[tuple], results: list[np.ndarray]) -> list[np.ndarray]:
+    it = iter(results)
+    return [_scatter(None if task is None else next(it), selected, shape) for task, selected, shape in jobs]
 
-    def __init__(self, value: list[np.ndarray]):
-        self._value = value
+
+class _Pending:
+    """The pool's AsyncResult, assembling the full (L, H, W) arrays on ``.get()``."""
+
+    def __init__(self, jobs: list[tuple], result: Any):
+        self._jobs = jobs
+        self._result = result
 
     def get(self, timeout: float | None = None) -> list[np.ndarray]:
-        return self._value
+        return _assemble(self._jobs, self._result.get(timeout))
+
+    def ready(self) -> bool:
+        return self._result.ready()
+
+
+class _Ready(_Pending):
+    """A finished result with the same ``.get()`` (the inline path)."""
+
+    def __init__(self, jobs: list[tuple], results: list[np.ndarray]):
+        super().__init__(jobs, None)
+        self._results = results
+
+    def get(self, timeout: float | None = None) -> list[np.ndarray]:
+        return _assemble(self._jobs, self._results)
 
     def ready(self) -> bool:
         return True
@@ -142,7 +179,8 @@ class CRFPool:
     ``processes <= 1`` runs every CRF inline in the calling process (no pool). Results are the
     same arrays as :func:`dense_crf` gives (same code, same inputs). Inputs are validated in the
     caller, so a bad input raises ValueError at ``map``/``map_async`` time on either path. Use as a
-    context manager, or call :meth:`close`.
+    context manager, or call :meth:`close`. As with any spawn pool, the program's main module must
+    keep its work under ``if __name__ == "__main__":`` (the workers import it).
     """
 
     def __init__(self, processes: int = 2, params: CRFParams = CRFParams()):
@@ -151,8 +189,14 @@ class CRFPool:
         self._pool = pool_context().Pool(self.processes) if self.processes > 1 else None
         self._closed = False
 
-    def _tasks(self, images: Sequence[np.ndarray], probs: Sequence[np.ndarray],
-               labels: Sequence[Sequence[int] | None] | None, scale: float) -> list[tuple]:
+    @classmethod
+    def from_config(cls, seg_cfg: Any) -> "CRFPool":
+        """``CRFPool(seg_cfg.crf_processes, CRFParams.from_config(seg_cfg))``."""
+        return cls(seg_cfg.crf_processes, CRFParams.from_config(seg_cfg))
+
+    def _prepare(self, images: Sequence[np.ndarray], probs: Sequence[np.ndarray],
+                 labels: Sequence[Sequence[int] | None] | None, scale: float) -> list[tuple]:
+        """Validate every input (ValueError naming the image's index); one job per image."""
         if self._closed:
             raise ValueError("CRFPool is closed")
         if labels is None:
@@ -160,14 +204,16 @@ class CRFPool:
         if not len(images) == len(probs) == len(labels):
             raise ValueError(f"{len(images)} images, {len(probs)} probability maps and {len(labels)} label lists; "
                              "expected one of each per image")
-        tasks = []
+        jobs = []
         for i, (image, prob, lab) in enumerate(zip(images, probs, labels)):
             try:
                 selected = _check_inputs(image, prob, lab, scale)
             except ValueError as e:
                 raise ValueError(f"image {i} of the batch: {e}") from None
-            tasks.append((image, np.asarray(prob, dtype=np.float32), selected, float(scale), self.params))
-        return tasks
+            prob = np.asarray(prob)
+            task = None if len(selected) == 1 else (image, _selected(prob, selected), float(scale), self.params)
+            jobs.append((task, selected, prob.shape))
+        return jobs
 
     def _chunksize(self, n: int) -> int:
         return max(1, -(-n // (2 * self.processes)))  # two chunks per worker: balance against IPC overhead
@@ -179,11 +225,16 @@ class CRFPool:
 
     def map_async(self, images: Sequence[np.ndarray], probs: Sequence[np.ndarray],
                   labels: Sequence[Sequence[int] | None] | None = None, scale: float = 1.0) -> Any:
-        """Like :meth:`map`, returning at once an object whose ``.get()`` gives the list (inline: computed now)."""
-        tasks = self._tasks(images, probs, labels, scale)
+        """Like :meth:`map`, returning at once an object whose ``.get()`` gives the list (inline: computed now).
+
+        Only the selected planes travel to the workers and back; the full (L, H, W) arrays are
+        assembled in the calling process by ``.get()``.
+        """
+        jobs = self._prepare(images, probs, labels, scale)
+        tasks = [task for task, _, _ in jobs if task is not None]
         if self._pool is None:
-            return _Ready([_crf_task(t) for t in tasks])
-        return self._pool.map_async(_crf_task, tasks, chunksize=self._chunksize(len(tasks)))
+            return _Ready(jobs, [_crf_task(t) for t in tasks])
+        return _Pending(jobs, self._pool.map_async(_crf_task, tasks, chunksize=self._chunksize(len(tasks))))
 
     def close(self) -> None:
         """Stop the workers (waits for queued work). Idempotent."""

@@ -47,6 +47,18 @@ def test_present_labels_zero_the_other_planes():
     assert (out.argmax(0) == truth).mean() == 1.0
 
 
+def test_read_only_and_strided_inputs():
+    image, probs, _ = _two_regions(16, 20)
+    expect = dense_crf(image, probs)
+    ro_image, ro_probs = image.copy(), probs.copy()
+    ro_image.flags.writeable = False  # as images decoded by PIL come
+    ro_probs.flags.writeable = False
+    np.testing.assert_array_equal(dense_crf(ro_image, ro_probs), expect)
+    wide = np.zeros((16, 40, 3), np.uint8)
+    wide[:, ::2] = image
+    np.testing.assert_array_equal(dense_crf(wide[:, ::2], np.asfortranarray(probs)), expect)
+
+
 def test_single_label_is_certain():
     image, probs, _ = _two_regions()
     out = dense_crf(image, probs, labels=[2])
@@ -73,6 +85,8 @@ def test_params_from_config():
                         crf_gaussian_weight=2.0, crf_gaussian_sxy=1.0, crf_iterations=4)
     assert CRFParams.from_config(cfg) == CRFParams(5.0, 50.0, 7.0, 2.0, 1.0, 4)
     assert CRFParams.from_config(SegmentConfig()) == CRFParams()
+    with CRFPool.from_config(SegmentConfig(crf_processes=1, crf_iterations=4)) as pool:
+        assert pool.processes == 1 and pool.params.iterations == 4
 
 
 def test_errors_name_the_problem():
