@@ -1,0 +1,363 @@
+"""Stage 3: train a segmenter from SEC cues (seed, expand, constrain; SPEC §4) or from ground-truth
+masks (``supervision="full"``, the fully-supervised reference).
+
+Iteration-based, readable top to bottom: the run's identity (config hash) and any checkpoint in
+``out_dir``, the data (the whole image resized to ``crop_size``², its cues or mask), the model,
+SGD with the last layer at ``last_layer_lr_mult``× the learning rate, the step or poly schedule,
+then per iteration one batch and one optimizer step. The batches are a pure function of (seed,
+iteration) (:class:`IterationBatchSampler`), flips a pure function of (seed, epoch, image), and
+the checkpoint holds the RNG state, so ``resume`` continues bit-exactly (on CPU) from the last
+checkpoint. Under ``torchrun`` every process takes its slice of each global batch, DDP averages
+the gradients, and rank 0 writes.
+
+SEC step (per batch): logits, bilinearly resized to the cue grid when the network's output grid
+differs, ``p = sec_probabilities(logits)``, then ``L = w_s·L_seed(p, cues) + w_e·L_expand(p, labels)
++ w_c·L_constrain(p, Q)`` with ``Q`` the dense CRF of the image shrunk to the grid and ``p``
+(detached), over the labels present in the image, computed by a CRF process pool while the seeding
+and expansion losses are formed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from data.classes import IGNORE_INDEX
+from data.io import write_bytes_atomic, write_json_atomic
+from data.voc import VOCSegmentation
+from pipeline.config import Config, SegmentConfig, dump_toml
+from pipeline.device import DistInfo, barrier, init_distributed, resolve_device, seed_everything
+
+from .crf import CRFParams, CRFPool
+from .data import SegTrainDataset, check_supervision, collate, read_cue_record
+from .losses import constrain_loss, expansion_loss, rescaled_decay, sec_probabilities, seeding_loss
+from .models import CheckpointMismatch, build_segmenter, check_segmenter_meta, param_groups, read_checkpoint, \
+    save_segmenter, unwrap
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+RECORD = "train.json"
+TERMS = ("seed", "expand", "constrain")
+
+# Keys that do not change what a run computes: left out of the run's config hash, so changing
+# them (prediction settings, worker counts, checkpoint spacing) does not orphan a trained run.
+_HASH_EXCLUDED = {"data": ("num_workers", "val_split", "test_split"),
+                  "segment": ("predict_scales", "predict_flip", "predict_crf", "crf_processes", "checkpoint_every",
+                              "supervision")}
+
+
+# --------------------------------------------------------------------------- run identity
+def run_hash(cfg: Config, supervision: str, cue_record: dict[str, Any] | None) -> str:
+    """A short hash of what decides the trained weights: [data] and [segment] (less the keys of
+    ``_HASH_EXCLUDED``), the seed, the supervision and the cue folder's parameters."""
+    d = cfg.to_dict()
+    payload = {s: {k: v for k, v in d[s].items() if k not in _HASH_EXCLUDED[s]} for s in ("data", "segment")}
+    payload.update(seed=cfg.run.seed, supervision=supervision,
+                   cues=None if cue_record is None else {"params": cue_record.get("params"),
+                                                         "extract": cue_record.get("extract")})
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- batches
+class IterationBatchSampler(torch.utils.data.Sampler):
+    """The (epoch, index) keys of each iteration's batch, for iterations ``start .. iterations - 1``.
+
+    The global batch of iteration ``t`` is the ``t mod E``-th run of ``batch_size`` indices of a
+    permutation of the dataset seeded by (seed, epoch = ``t div E``), with ``E = n div batch_size``
+    batches per epoch (the last incomplete batch of an epoch is dropped). Process ``rank`` of
+    ``world_size`` takes the ``rank``-th contiguous slice of it. So the batches depend on neither
+    the number of loader workers nor the point a run was resumed from.
+    """
+
+    def __init__(self, n: int, batch_size: int, iterations: int, start: int = 0, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(f"segment.batch_size {batch_size} is not divisible by {world_size} processes")
+        if n < batch_size:
+            raise ValueError(f"the split has {n} images, fewer than one batch of {batch_size}")
+        self.n, self.batch_size, self.iterations, self.start, self.seed = n, batch_size, iterations, start, seed
+        self.rank, self.world_size = rank, world_size
+        self.per_epoch = n // batch_size
+        self.local = batch_size // world_size
+
+    def permutation(self, epoch: int) -> list[int]:
+        digest = hashlib.blake2b(f"{self.seed}/perm/{epoch}".encode(), digest_size=8).digest()
+        g = torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+        return torch.randperm(self.n, generator=g).tolist()
+
+    def global_batch(self, iteration: int) -> tuple[int, list[int]]:
+        epoch, pos = divmod(iteration, self.per_epoch)
+        return epoch, self.permutation(epoch)[pos * self.batch_size:(pos + 1) * self.batch_size]
+
+    def __len__(self) -> int:
+        return max(0, self.iterations - self.start)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        cached: tuple[int, list[int]] | None = None
+        for it in range(self.start, self.iterations):
+            epoch, pos = divmod(it, self.per_epoch)
+            if cached is None or cached[0] != epoch:
+                cached = (epoch, self.permutation(epoch))
+            batch = cached[1][pos * self.batch_size:(pos + 1) * self.batch_size]
+            yield [(epoch, i) for i in batch[self.rank * self.local:(self.rank + 1) * self.local]]
+
+
+# --------------------------------------------------------------------------- schedule
+def lr_factor(iteration: int, cfg: SegmentConfig) -> float:
+    """Learning-rate multiplier at ``iteration``: ``gamma^(it div lr_step)`` (step) or ``(1 - it/iters)^power`` (poly)."""
+    if cfg.schedule == "step":
+        return cfg.gamma ** (iteration // cfg.lr_step) if cfg.lr_step > 0 else 1.0
+    if cfg.schedule == "poly":
+        return max(0.0, 1.0 - iteration / max(1, cfg.iterations)) ** cfg.poly_power
+    raise ValueError(f"unknown segment.schedule {cfg.schedule!r}; expected 'step' or 'poly'")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: SegmentConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    lr_factor(0, cfg)  # validates the schedule name
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
+
+
+# --------------------------------------------------------------------------- losses of one batch
+def present_labels(labels: Tensor) -> list[list[int]]:
+    """Per image the labels present (background 0 and the image's classes), from (B, L) multi-hot."""
+    return [torch.nonzero(row > 0.5).flatten().tolist() for row in labels.cpu()]
+
+
+def sec_losses(logits: Tensor, batch: dict[str, Any], cfg: SegmentConfig, pool: CRFPool) -> dict[str, Tensor]:
+    """The three SEC terms of a batch (SPEC §4) and their weighted sum ``loss``.
+
+    ``logits`` (B, L, h, w) are resized bilinearly to the cue grid (g, g) when (h, w) differs.
+    The constrain term's ``Q`` is the CRF (SPEC §5, shrink factor ``crf_train_scale``) of
+    ``batch["small_image"]`` with the detached probabilities, over the labels present in each
+    image; it runs in ``pool`` while the other two terms are formed.
+    """
+    cues = batch["cues"].to(logits.device, non_blocking=True)
+    grid = tuple(cues.shape[-2:])
+    logits = logits.float()
+    if tuple(logits.shape[-2:]) != grid:
+        logits = F.interpolate(logits, size=grid, mode="bilinear", align_corners=False)
+    probs = sec_probabilities(logits)
+    labels = batch["labels"]
+    pending = pool.map_async(list(batch["small_image"].numpy()), list(probs.detach().cpu().numpy()),
+                             present_labels(labels), cfg.crf_train_scale)
+    labels = labels.to(logits.device, non_blocking=True)
+    terms = {
+        "seed": seeding_loss(probs, cues),
+        "expand": expansion_loss(probs, labels, rescaled_decay(cfg.decay_fg, grid), rescaled_decay(cfg.decay_bg, grid)),
+    }
+    q = torch.from_numpy(np.stack(pending.get())).to(logits.device)
+    terms["constrain"] = constrain_loss(probs, q)
+    terms["loss"] = cfg.seed_weight * terms["seed"] + cfg.expand_weight * terms["expand"] + \
+        cfg.constrain_weight * terms["constrain"]
+    return terms
+
+
+def full_loss(logits: Tensor, batch: dict[str, Any]) -> dict[str, Tensor]:
+    """Cross-entropy on the logits upsampled (bilinear) to the mask size, void (255) ignored."""
+    mask = batch["mask"].to(logits.device, non_blocking=True)
+    logits = logits.float()
+    if tuple(logits.shape[-2:]) != tuple(mask.shape[-2:]):
+        logits = F.interpolate(logits, size=tuple(mask.shape[-2:]), mode="bilinear", align_corners=False)
+    return {"loss": F.cross_entropy(logits, mask, ignore_index=IGNORE_INDEX)}
+
+
+# --------------------------------------------------------------------------- training
+def _record_of(out_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
+    path = out_dir / RECORD
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"iterations": state.get("iteration"), "history": state.get("history", [])[-1:]}
+
+
+def _mean_of_last(history: list[dict[str, Any]], keys: tuple[str, ...], n: int = 20) -> dict[str, float]:
+    tail = history[-n:]
+    return {k: float(np.mean([h[k] for h in tail])) for k in keys if tail and k in tail[0]}
+
+
+def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | None = None, supervision: str = "sec",
+                    resume: bool = False, progress: bool = True, stop_after_iterations: int | None = None
+                    ) -> dict[str, Any]:
+    """Train the [segment] segmenter into ``out_dir``; return the run record (also ``out_dir/train.json``).
+
+    ``supervision``: ``"sec"`` (from the cue folder ``cues_dir``) or ``"full"`` (ground-truth
+    masks). A finished run with the same configuration is skipped. ``stop_after_iterations``
+    stops abruptly after that many iterations of this call, without a checkpoint for them (used to
+    test resumption).
+    """
+    check_supervision(supervision)
+    c = cfg.segment
+    out_dir = Path(out_dir)
+    if c.iterations < 1:
+        raise ValueError(f"segment.iterations must be positive, got {c.iterations}")
+    if c.checkpoint_every < 1:
+        raise ValueError(f"segment.checkpoint_every must be positive, got {c.checkpoint_every}")
+    lr_factor(0, c)
+    device = resolve_device(cfg.run.device)
+    dist_info: DistInfo = init_distributed(device)
+    if dist_info.distributed and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+    if supervision == "sec" and cues_dir is None:
+        raise ValueError("supervision 'sec' needs a cue folder (--cues DIR, written by `sharpen cues sec`); "
+                         "or use supervision 'full'")
+    cue_record = read_cue_record(cues_dir) if supervision == "sec" else None
+    config_hash = run_hash(cfg, supervision, cue_record)
+    voc = VOCSegmentation(cfg.data.root, cfg.data.train_split)
+    num_classes = voc.num_classes
+    encoder = c.encoder if c.model == "deeplabv3plus" else "vgg16"
+    ckpt_path = out_dir / CHECKPOINT
+
+    state = None
+    if ckpt_path.is_file():
+        state = read_checkpoint(ckpt_path)
+        check_segmenter_meta(state["meta"], ckpt_path, c.model, encoder, num_classes)
+        if state["meta"].get("supervision") != supervision:
+            raise CheckpointMismatch(f"{ckpt_path}: checkpoint was trained with supervision "
+                                     f"{state['meta'].get('supervision')!r}, not {supervision!r}; use another "
+                                     "output folder")
+        if state.get("config_hash") != config_hash:
+            raise ValueError(f"{ckpt_path}: checkpoint was made with another [segment]/[data] config or other cues; "
+                             "use another output folder or delete it to start fresh")
+        if state["meta"]["iteration"] >= c.iterations:
+            if dist_info.is_main and progress:
+                print(f"[segment {supervision}] already trained ({ckpt_path}), skipped")
+            return _record_of(out_dir, state)
+        if not resume:
+            raise ValueError(f"{ckpt_path}: an unfinished run is here (iteration {state['meta']['iteration']}/"
+                             f"{c.iterations}); pass --resume to continue it, or use another output folder")
+
+    seed_everything(cfg.run.seed)
+    dataset = SegTrainDataset(voc, c.crop_size, cues_dir if supervision == "sec" else None, supervision, c.flip,
+                              cfg.run.seed, cfg.data.mean, cfg.data.std, progress=progress and dist_info.is_main)
+    start = int(state["meta"]["iteration"]) if state is not None else 0
+    sampler = IterationBatchSampler(len(dataset), c.batch_size, c.iterations, start, cfg.run.seed,
+                                    dist_info.rank, dist_info.world_size)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers, collate_fn=collate,
+        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.run.seed),
+        persistent_workers=False)
+    # The CRF workers start before the model touches the GPU (they are forkserver/spawn anyway).
+    pool = CRFPool(c.crf_processes, CRFParams.from_config(c)) if supervision == "sec" else None
+
+    try:
+        torch.manual_seed(cfg.run.seed)
+        model = build_segmenter(c.model, c.encoder, num_classes, c.weights).to(device)
+        use_amp = c.amp and device.type == "cuda"
+        channels_last = getattr(c, "channels_last", True) and device.type == "cuda"
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(param_groups(model, c.lr, c.weight_decay, c.last_layer_lr_mult), lr=c.lr,
+                                    momentum=c.momentum, weight_decay=c.weight_decay)
+        scheduler = make_scheduler(optimizer, c)
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        history: list[dict[str, Any]] = []
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng_cpu"])
+            if device.type == "cuda" and state.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state(state["rng_cuda"], device)
+            history = list(state["history"])
+        if dist_info.distributed and device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if dist_info.distributed:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        meta = {"model": c.model, "encoder": encoder, "num_classes": num_classes,
+                "class_names": list(voc.class_names), "input_size": c.crop_size, "supervision": supervision,
+                "cues_dir": str(cues_dir) if cues_dir is not None else None,
+                "cue_params": None if cue_record is None else cue_record.get("params"),
+                "grid": dataset.grid, "dataset_root": str(cfg.data.root), "train_split": cfg.data.train_split,
+                "iteration": start}
+        if dist_info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(out_dir / "config.toml", dump_toml(cfg).encode())
+
+        def save(iteration: int) -> None:
+            meta["iteration"] = iteration
+            save_segmenter(ckpt_path, model, meta, extra={
+                "config_hash": config_hash, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "history": history})
+            write_json_atomic(out_dir / METRICS, history)
+
+        keys = ("loss", *TERMS) if supervision == "sec" else ("loss",)
+        recent: deque[dict[str, float]] = deque(maxlen=20)
+        bar = tqdm(total=c.iterations, initial=start, desc=f"segment {c.model} ({supervision})", unit="it",
+                   disable=not (progress and dist_info.is_main), dynamic_ncols=True)
+        model.train()
+        t0 = time.perf_counter()
+        iteration, run_here = start, 0
+        for batch in loader:
+            if stop_after_iterations is not None and run_here >= stop_after_iterations:
+                bar.close()
+                return {"interrupted": True, "iteration": iteration}
+            images = batch["image"].to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            lr = optimizer.param_groups[0]["lr"]
+            with torch.autocast(device.type, enabled=use_amp):
+                logits = model(images)
+            terms = sec_losses(logits, batch, c, pool) if supervision == "sec" else full_loss(logits, batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms["loss"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            iteration += 1
+            run_here += 1
+            values = torch.stack([terms[k].detach().float() for k in keys])
+            if dist_info.distributed:
+                torch.distributed.all_reduce(values)
+                values /= dist_info.world_size
+            entry = {"iteration": iteration, "lr": lr, **{k: float(v) for k, v in zip(keys, values.tolist())}}
+            if not all(math.isfinite(entry[k]) for k in keys):
+                raise FloatingPointError(f"non-finite loss at iteration {iteration}: {entry}; lower segment.lr "
+                                         "or check the cues")
+            history.append(entry)
+            recent.append(entry)
+            bar.set_postfix({k: f"{np.mean([r[k] for r in recent]):.3f}" for k in keys})
+            bar.update(1)
+            if dist_info.is_main and (iteration % c.checkpoint_every == 0 or iteration == c.iterations):
+                save(iteration)
+        bar.close()
+        seconds = time.perf_counter() - t0
+        images_seen = run_here * c.batch_size
+        record = {
+            "stage": "segment train", "model": c.model, "encoder": encoder, "supervision": supervision,
+            "cues_dir": str(cues_dir) if cues_dir is not None else None,
+            "cue_params": meta["cue_params"], "iterations": c.iterations, "resumed_from": start,
+            "world_size": dist_info.world_size, "device": str(device), "seconds": seconds,
+            "images_per_second": images_seen / seconds if seconds > 0 else None,
+            "final": history[-1] if history else {}, "final_mean_last_20": _mean_of_last(history, keys),
+            "checkpoint": str(ckpt_path), "config_hash": config_hash, "config": cfg.to_dict(),
+        }
+        if dist_info.is_main:
+            write_json_atomic(out_dir / RECORD, record)
+            if progress:
+                print(f"[segment {supervision}] {c.iterations} iterations, " +
+                      " ".join(f"{k}={v:.4f}" for k, v in record["final_mean_last_20"].items()) +
+                      f" ({seconds:.1f} s, {record['images_per_second']:.1f} img/s)")
+        barrier(dist_info)
+        return record
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+        raise
+    finally:
+        if pool is not None:
+            pool.close()  # no-op after terminate
