@@ -95,10 +95,10 @@ def decimate_vgg_fc(state: dict[str, Tensor]) -> dict[str, Tensor]:
     ``state`` holds ``classifier.0.*`` (4096, 25088) and ``classifier.3.*`` (4096, 4096) of a
     torchvision VGG-16; returns ``fc6.*`` (1024, 512, 3, 3) and ``fc7.*`` (1024, 1024, 1, 1).
     """
-    w6 = state["classifier.0.weight"].reshape(4096, 512, 7, 7)[::4, :, ::3, ::3]
+    w6 = state["classifier.0.weight"].reshape(-1, 512, 7, 7)[::4, :, ::3, ::3]
     w7 = state["classifier.3.weight"][::4, ::4]
     return {"fc6.weight": w6.contiguous(), "fc6.bias": state["classifier.0.bias"][::4].contiguous(),
-            "fc7.weight": w7.reshape(1024, 1024, 1, 1).contiguous(),
+            "fc7.weight": w7.reshape(*w7.shape, 1, 1).contiguous(),
             "fc7.bias": state["classifier.3.bias"][::4].contiguous()}
 
 
@@ -218,7 +218,7 @@ def build_segmenter(model: str, encoder: str = "resnet50", num_classes: int = 21
             net = cls(encoder_name=encoder, encoder_weights="imagenet" if weights == "imagenet" else None,
                       classes=num_classes)
         except KeyError as e:
-            raise ValueError(f"unknown DeepLabV3+ encoder {encoder!r} ({e}); expected an "
+            raise ValueError(f"unknown DeepLabV3+ encoder {encoder!r} ({e}); expected a "
                              "segmentation_models_pytorch encoder name such as resnet50") from None
     if weights not in ("none", "imagenet"):
         path = Path(weights)

@@ -43,7 +43,7 @@ from .crf import CRFParams, CRFPool
 from .data import SegTrainDataset, check_supervision, collate, read_cue_record
 from .losses import constrain_loss, expansion_loss, rescaled_decay, sec_probabilities, seeding_loss
 from .models import CheckpointMismatch, build_segmenter, check_segmenter_meta, param_groups, read_checkpoint, \
-    save_segmenter, unwrap
+    save_segmenter
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
@@ -236,6 +236,11 @@ def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | Non
             raise ValueError(f"{ckpt_path}: an unfinished run is here (iteration {state['meta']['iteration']}/"
                              f"{c.iterations}); pass --resume to continue it, or use another output folder")
 
+    if c.model == "deeplabv3plus" and c.batch_size // dist_info.world_size < 2 \
+            and not (dist_info.distributed and device.type == "cuda"):
+        raise ValueError(f"segment.batch_size {c.batch_size} gives {c.batch_size // dist_info.world_size} image(s) per "
+                         "process; DeepLabV3+ has BatchNorm after its global pooling branch, which needs at least "
+                         "2 images per process (or SyncBatchNorm over CUDA processes)")
     seed_everything(cfg.run.seed)
     dataset = SegTrainDataset(voc, c.crop_size, cues_dir if supervision == "sec" else None, supervision, c.flip,
                               cfg.run.seed, cfg.data.mean, cfg.data.std, progress=progress and dist_info.is_main)

@@ -5,6 +5,9 @@ files made from its masks."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +22,15 @@ from data.voc import VOCSegmentation
 from pipeline.cli import main
 from pipeline.config import load_config
 from segment.data import SegTrainDataset
-from segment.models import (SEGMENTERS, CheckpointMismatch, build_segmenter, largefov_output_size, last_layer,
-                            load_segmenter, param_groups, read_checkpoint, save_segmenter)
-from segment.train import IterationBatchSampler, lr_factor, train_segmenter
+from segment.models import (SEGMENTERS, CheckpointMismatch, build_segmenter, decimate_vgg_fc, largefov_output_size,
+                            last_layer, load_segmenter, param_groups, read_checkpoint, save_segmenter)
+from segment.crf import CRFPool
+from segment.train import IterationBatchSampler, lr_factor, sec_losses, train_segmenter
 
 from conftest import make_tiny_voc
 
 GRID = 8
+REPO = Path(__file__).resolve().parent.parent
 
 
 def write_cues(voc: Path, out: Path, split: str = "train", grid: int = GRID, planes: int = 21,
@@ -90,6 +95,18 @@ def test_largefov_geometry_weights_and_param_groups():
     assert SEGMENTERS == ("deeplab-largefov", "deeplabv3plus")
 
 
+def test_decimated_fc6_fc7_keep_every_4th_unit_and_3rd_position():
+    o, c, y, x = torch.meshgrid(torch.arange(8), torch.arange(512), torch.arange(7), torch.arange(7), indexing="ij")
+    w6 = (o * 100000 + c * 100 + y * 10 + x).double().reshape(8, 25088)  # value encodes (unit, channel, y, x)
+    w7 = (torch.arange(8)[:, None] * 10 + torch.arange(8)[None]).double()
+    out = decimate_vgg_fc({"classifier.0.weight": w6, "classifier.0.bias": torch.arange(8.0),
+                           "classifier.3.weight": w7, "classifier.3.bias": torch.arange(8.0)})
+    assert out["fc6.weight"].shape == (2, 512, 3, 3) and out["fc7.weight"].shape == (2, 2, 1, 1)
+    assert out["fc6.weight"][1, 5, 2, 1].item() == 4 * 100000 + 5 * 100 + 6 * 10 + 3
+    assert out["fc6.bias"].tolist() == [0.0, 4.0] and out["fc7.bias"].tolist() == [0.0, 4.0]
+    assert out["fc7.weight"].flatten().tolist() == [0.0, 4.0, 40.0, 44.0]
+
+
 def test_weights_from_files(tmp_path):
     # a torchvision VGG-16 backbone state dict loads into the convolutions (keys at the same indices)
     vgg_features = tvm.vgg.make_layers(tvm.vgg.cfgs["D"]).state_dict()
@@ -109,8 +126,8 @@ def test_weights_from_files(tmp_path):
     # ... but is the encoder of DeepLabV3+ (its ImageNet fc head is dropped)
     v3 = build_segmenter("deeplabv3plus", "resnet18", 21, weights=str(tmp_path / "r18.pt"))
     assert torch.equal(v3.encoder.conv1.weight, resnet["conv1.weight"])
-    with pytest.raises(CheckpointMismatch, match="do not fit deeplabv3plus"):
-        build_segmenter("deeplabv3plus", "resnet34", 21, weights=str(tmp_path / "r18.pt"))
+    with pytest.raises(CheckpointMismatch, match=r"do not fit deeplabv3plus: \d+ missing \[encoder.conv1.weight"):
+        build_segmenter("deeplabv3plus", "resnet18", 21, weights=str(tmp_path / "vgg.pt"))
 
 
 def test_deeplabv3plus_any_size_and_checkpoints(tmp_path):
@@ -199,6 +216,22 @@ def test_cue_folder_errors(tiny, tmp_path):
 
 
 # --------------------------------------------------------------------------- training
+def test_sec_losses_resize_logits_to_the_cue_grid(tiny):
+    voc, cues = tiny
+    ds = SegTrainDataset(VOCSegmentation(voc, "train"), 24, cues, "sec", flip=False)
+    from segment.data import collate
+
+    batch = collate([ds[0], ds[2]])
+    cfg = _cfg(voc).segment
+    logits = torch.randn(2, 21, 16, 16, generator=torch.Generator().manual_seed(0))
+    small = torch.nn.functional.interpolate(logits, size=(GRID, GRID), mode="bilinear", align_corners=False)
+    with CRFPool(1) as pool:
+        a, b = sec_losses(logits, batch, cfg, pool), sec_losses(small, batch, cfg, pool)
+    for k in ("seed", "expand", "constrain", "loss"):
+        assert torch.isfinite(a[k]) and a[k].item() == pytest.approx(b[k].item(), rel=1e-6), k
+    assert a["loss"].item() == pytest.approx(a["seed"].item() + a["expand"].item() + a["constrain"].item(), rel=1e-6)
+
+
 def _history(out: Path) -> list[dict]:
     return json.loads((out / "metrics.json").read_text())
 
@@ -249,6 +282,8 @@ def test_resume_reproduces_uninterrupted_run(tiny, tmp_path):
     with pytest.raises(ValueError, match="another \\[segment\\]/\\[data\\] config"):
         train_segmenter(_cfg(voc, "segment.iterations=5", "segment.lr=0.01"), tmp_path / "full", cues_dir=cues,
                         progress=False)
+    with pytest.raises(ValueError, match="needs at least 2 images per process"):
+        train_segmenter(_cfg(voc, "segment.batch_size=1"), tmp_path / "one", cues_dir=cues, progress=False)
 
 
 def test_full_supervision_trains(tiny, tmp_path):
@@ -273,3 +308,23 @@ def test_cli_segment_train(tiny, tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "train.json").read_text())["cues_dir"] == str(cues)
     assert main([*args, "--cues", str(tmp_path / "missing"), "--out", str(tmp_path / "bad")]) == 2
     assert "cue folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.environ.get("SHARPEN_DDP_TEST"),
+                    reason="2-process torchrun run (~20 s on 2 shared cores); set SHARPEN_DDP_TEST=1 to run it")
+def test_ddp_two_processes(tiny, tmp_path):
+    """torchrun, 2 gloo processes, 1 image each: rank 0 alone writes; the run completes and records both."""
+    voc, cues = tiny
+    sets = [f"data.root={voc}", "run.device=cpu", "data.num_workers=0", "segment.model=deeplab-largefov",
+            "segment.crop_size=32", "segment.batch_size=2", "segment.iterations=2", "segment.crf_processes=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29547",
+           str(Path(sys.executable).parent / "sharpen"), "segment", "train", "--quiet", "--cues", str(cues),
+           "--out", str(tmp_path / "two"), *[x for s in sets for x in ("--set", s)]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "two" / "train.json").read_text())
+    assert record["world_size"] == 2 and record["final"]["iteration"] == 2
+    assert read_checkpoint(tmp_path / "two" / "checkpoint.pt")["meta"]["iteration"] == 2
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint.pt", "config.toml", "metrics.json",
+                                                                    "train.json"]
