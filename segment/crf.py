@@ -83,16 +83,25 @@ def _check_inputs(image: np.ndarray, probs: np.ndarray, labels: Sequence[int] | 
 def _mean_field(image: np.ndarray, sel: np.ndarray, scale: float, params: CRFParams) -> np.ndarray:
     """The CRF over the selected planes ``sel`` (k ≥ 2, H, W) float32, in order: (k, H, W) float32.
 
-    Runs in the pool's workers too: only the selected planes travel there and back.
+    Runs in the pool's workers too: only the selected planes travel there and back. ``sel`` is
+    consumed: a writable C-contiguous float32 array (always a private copy here) is overwritten.
     """
     import pydensecrf.densecrf as dcrf
 
     k, height, width = sel.shape
-    total = sel.sum(axis=0, keepdims=True)
-    sel = np.where(total > 0, sel / np.where(total > 0, total, 1.0), np.float32(1.0 / k))
-    unary = -np.log(np.clip(sel, UNARY_FLOOR, 1.0)).reshape(k, -1)
+    unary = sel
+    if not (sel.dtype == np.float32 and sel.flags.c_contiguous and sel.flags.writeable):
+        unary = np.array(sel, dtype=np.float32, order="C")
+    total = unary.sum(axis=0, keepdims=True)
+    if (total > 0).all():
+        unary /= total
+    else:
+        unary = np.where(total > 0, unary / np.where(total > 0, total, 1.0), np.float32(1.0 / k))
+    np.clip(unary, UNARY_FLOOR, 1.0, out=unary)
+    np.log(unary, out=unary)
+    np.negative(unary, out=unary)
     crf = dcrf.DenseCRF2D(width, height, k)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
+    crf.setUnaryEnergy(unary.reshape(k, -1))
     crf.addPairwiseGaussian(sxy=params.gaussian_sxy / scale, compat=params.gaussian_weight)
     if not (image.flags.c_contiguous and image.flags.writeable):
         image = np.array(image, dtype=np.uint8, order="C")  # pydensecrf takes a writable C-contiguous buffer
@@ -103,7 +112,8 @@ def _mean_field(image: np.ndarray, sel: np.ndarray, scale: float, params: CRFPar
 
 
 def _selected(probs: np.ndarray, labels: list[int]) -> np.ndarray:
-    return np.asarray(probs)[labels].astype(np.float32, copy=False)
+    """A private float32 C-contiguous copy of the planes ``labels``, in that order."""
+    return np.ascontiguousarray(np.asarray(probs)[labels], dtype=np.float32)
 
 
 def _scatter(q: np.ndarray | None, labels: list[int], shape: tuple[int, ...]) -> np.ndarray:
@@ -216,7 +226,9 @@ class CRFPool:
         return jobs
 
     def _chunksize(self, n: int) -> int:
-        return max(1, -(-n // (2 * self.processes)))  # two chunks per worker: balance against IPC overhead
+        # One image per task: the IPC of a task (well under a millisecond) is small against one CRF
+        # (several ms even on a 32x32 grid), and single tasks balance uneven images best.
+        return 1
 
     def map(self, images: Sequence[np.ndarray], probs: Sequence[np.ndarray],
             labels: Sequence[Sequence[int] | None] | None = None, scale: float = 1.0) -> list[np.ndarray]:

@@ -70,6 +70,13 @@ def test_zero_iterations_return_renormalised_selected_probs():
     out = dense_crf(image, probs, labels=[0, 1], params=CRFParams(iterations=0))
     sel = probs[[0, 1]] / probs[[0, 1]].sum(0)
     np.testing.assert_allclose(out[[0, 1]], sel, rtol=1e-5, atol=1e-6)
+    # a pixel where every selected plane is 0 becomes uniform over them; the input is not modified
+    zeroed = probs.copy()
+    zeroed[:2, 3, 4] = 0
+    keep = zeroed.copy()
+    out = dense_crf(image, zeroed, labels=[0, 1], params=CRFParams(iterations=0))
+    np.testing.assert_allclose(out[:, 3, 4], [0.5, 0.5, 0.0], atol=1e-6)
+    np.testing.assert_array_equal(zeroed, keep)
 
 
 def test_scale_divides_spatial_deviations():
