@@ -56,6 +56,7 @@ CRF_SUBDIR = "pred_crf"
 RECORD_NAME = "predict.json"
 CRF_MODES = ("on", "off", "both")
 MAX_PENDING_CHUNKS = 2  # CRF chunks in flight while the network runs ahead
+_PATH_KEYS = ("checkpoint", "dataset")  # recorded, but not compared on a rerun
 
 
 # --------------------------------------------------------------------------- probabilities
@@ -217,16 +218,18 @@ def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
             old = json.loads(path.read_text())["params"]
         except (ValueError, KeyError, TypeError) as e:
             raise DatasetError(path, f"unreadable prediction record ({e}); delete it or use another --out") from None
-        diff = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
+        # paths may change (a moved run folder); the checkpoint's content (sha256) and settings may not
+        diff = {k: (old.get(k), v) for k, v in params.items() if k not in _PATH_KEYS and old.get(k) != v}
         if diff:
             shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
             raise ValueError(f"{path}: this folder holds predictions made with other parameters ({shown}); "
                              f"use another --out, or delete {out_dir} to start fresh")
-        return
-    for sub in (PRED_SUBDIR, CRF_SUBDIR):
-        if any((out_dir / sub).glob("*.png")):
-            raise ValueError(f"{out_dir / sub}: predictions without {RECORD_NAME}; use another --out, or delete "
-                             f"{out_dir} to start fresh")
+    else:
+        for sub in (PRED_SUBDIR, CRF_SUBDIR):
+            if any((out_dir / sub).glob("*.png")):
+                raise ValueError(f"{out_dir / sub}: predictions without {RECORD_NAME}; use another --out, or "
+                                 f"delete {out_dir} to start fresh")
+    # until this run ends, the record says so (an earlier run's counts and scores no longer hold)
     write_json_atomic(path, {"stage": "segment predict", "status": "running", "params": params})
 
 

@@ -244,6 +244,14 @@ def test_predict_split_refuses_to_mix_parameters(tiny_voc, standin, tmp_path):
     with pytest.raises(ValueError, match=r"other parameters \(scales: \[0.75, 1.0\] there, \[1.0\] now\)"):
         predict_split(_cfg(tiny_voc, predict_scales=[1.0]), standin, "val", tmp_path / "out", crf="off",
                       progress=False)
+    state = torch.load(standin, weights_only=True)
+    state["model"]["1.bias"][0] += 1.0  # other weights in the same checkpoint file
+    torch.save(state, standin)
+    with pytest.raises(ValueError, match="other parameters \\(checkpoint_sha256: "):
+        predict_split(_cfg(tiny_voc), standin, "val", tmp_path / "out", crf="off", progress=False)
+    (tmp_path / "out" / "predict.json").unlink()
+    with pytest.raises(ValueError, match="predictions without predict.json"):
+        predict_split(_cfg(tiny_voc), standin, "val", tmp_path / "out", crf="off", progress=False)
 
 
 def _held_back(voc: Path) -> None:
