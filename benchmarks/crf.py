@@ -85,16 +85,37 @@ def _load(root: Path, limit: int, seed: int) -> list[dict]:
     return items
 
 
-def _interleaved(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+def _proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process from /proc (0 where unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _cpu_seconds(pids: Callable[[], list[int]] | None = None) -> float:
+    """CPU seconds of this process plus the given worker processes."""
+    return time.process_time() + sum(_proc_cpu_seconds(pid) for pid in (pids() if pids else []))
+
+
+def _interleaved(runs: dict[str, Callable[[], object]], repeats: int,
+                 pids: dict[str, Callable[[], list[int]]] | None = None) -> tuple[dict, dict]:
+    """Times of each run, round by round, and the CPU cores it kept busy (CPU seconds / wall seconds)."""
+    pids = pids or {}
     for run in runs.values():
         run()  # warm-up
     times: dict[str, list[float]] = {k: [] for k in runs}
+    cores: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(repeats):
         for k, run in runs.items():
+            c0 = _cpu_seconds(pids.get(k))
             t0 = time.perf_counter()
             run()
-            times[k].append(time.perf_counter() - t0)
-    return times
+            wall = time.perf_counter() - t0
+            times[k].append(wall)
+            cores[k].append((_cpu_seconds(pids.get(k)) - c0) / wall)
+    return times, cores
 
 
 def startup_worker(method: str) -> dict:
@@ -128,10 +149,10 @@ def _run_worker(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _row(name: str, labels: float, times: list[float], n: int, base: float) -> str:
+def _row(name: str, labels: float, times: list[float], cores: list[float], n: int, base: float) -> str:
     med = statistics.median(times)
-    return (f"{name:<34} {labels:>7.2f} {med:>9.3f} {n / med:>8.2f} {base / med:>8.2f}x  "
-            f"[{', '.join(f'{t:.2f}' for t in times)}]")
+    return (f"{name:<30} {labels:>7.2f} {med:>9.3f} {n / med:>8.2f} {base / med:>8.2f}x "
+            f"{statistics.median(cores):>6.2f}  [{', '.join(f'{t:.2f}' for t in times)}]")
 
 
 def step_share(items: list[dict], repeats: int, params) -> None:
@@ -180,20 +201,21 @@ def step_share(items: list[dict], repeats: int, params) -> None:
             "crf2": lambda: pool2.map(small_images, small_probs, labels, scale=scale),
             "crf1": lambda: pool1.map(small_images, small_probs, labels, scale=scale),
         }
-        times = _interleaved(runs, repeats)
+        times, cores = _interleaved(runs, repeats, {"crf2": pool2.worker_pids})
     med = {k: statistics.median(v) for k, v in times.items()}
     print()
     print(f"(c) SEC step share: DeepLabV3+ resnet18 (random weights) forward + seed/expand losses + backward + "
           f"SGD step at batch {STEP_BATCH}, {STEP_SIZE} px, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; CRF of the same {STEP_BATCH} images at {STEP_GRID}x{STEP_GRID} "
           f"(scale {scale:g}), present labels")
-    header = f"{'part':<34} {'median s':>9} {'share of fb+crf':>16}  times (s)"
+    header = f"{'part':<34} {'median s':>9} {'share of fb+crf':>16} {'cores':>6}  times (s)"
     print(header)
     print("-" * len(header))
     for key, name in (("fb", "forward+backward (batch 16)"), ("crf2", "CRF x16, CRFPool(2)"),
                       ("crf1", "CRF x16, inline (CRFPool(1))")):
         share = "" if key == "fb" else f"{med[key] / (med['fb'] + med[key]):>15.1%}"
-        print(f"{name:<34} {med[key]:>9.3f} {share:>16}  [{', '.join(f'{t:.3f}' for t in times[key])}]")
+        print(f"{name:<34} {med[key]:>9.3f} {share:>16} {statistics.median(cores[key]):>6.2f}  "
+              f"[{', '.join(f'{t:.3f}' for t in times[key])}]")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -223,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     labels = [it["labels"] for it in items]
     print(f"dense CRF over {args.root} val: {n} images (mean {mean_h:.0f}x{mean_w:.0f}), full resolution, "
           f"scale 1, {params.iterations} mean-field iterations, {os.cpu_count()} CPUs; pool start method "
-          f"{pool_context().get_start_method()}; median of {args.repeats} interleaved rounds after a warm-up")
+          f"{pool_context().get_start_method()}; median of {args.repeats} interleaved rounds after a warm-up; "
+          f"load average at start {os.getloadavg()[0]:.2f}")
     with CRFPool(2, params) as pool2:
         runs = {
             "all": lambda: [dense_crf(im, pr, None, 1.0, params) for im, pr in zip(images, probs)],
@@ -231,17 +254,19 @@ def main(argv: list[str] | None = None) -> None:
             "pool1": lambda: CRFPool(1, params).map(images, probs, labels, 1.0),
             "pool2": lambda: pool2.map(images, probs, labels, 1.0),
         }
-        times = _interleaved(runs, args.repeats)
+        times, cores = _interleaved(runs, args.repeats, {"pool2": pool2.worker_pids})
     med = {k: statistics.median(v) for k, v in times.items()}
-    header = f"{'method':<34} {'labels':>7} {'median s':>9} {'img/s':>8} {'speedup':>9}  times (s)"
+    print("cores: CPU seconds of this process and its CRF workers per wall second (median); on a shared "
+          "machine, below the process count means the cores were busy elsewhere")
+    header = f"{'method':<30} {'labels':>7} {'median s':>9} {'img/s':>8} {'speedup':>9} {'cores':>6}  times (s)"
     print(header)
     print("-" * len(header))
     print("(a) labels, inline; speedup over all 21 labels")
-    print(_row("all 21 labels", NUM_LABELS, times["all"], n, med["all"]))
-    print(_row("present labels", mean_labels, times["present"], n, med["all"]))
+    print(_row("all 21 labels", NUM_LABELS, times["all"], cores["all"], n, med["all"]))
+    print(_row("present labels", mean_labels, times["present"], cores["present"], n, med["all"]))
     print("(b) present labels; speedup over 1 process")
-    print(_row("CRFPool(1) (inline)", mean_labels, times["pool1"], n, med["pool1"]))
-    print(_row("CRFPool(2)", mean_labels, times["pool2"], n, med["pool1"]), flush=True)
+    print(_row("CRFPool(1) (inline)", mean_labels, times["pool1"], cores["pool1"], n, med["pool1"]))
+    print(_row("CRFPool(2)", mean_labels, times["pool2"], cores["pool2"], n, med["pool1"]), flush=True)
 
     if not args.no_startup:
         print()
@@ -262,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_step:
         step_share(items, args.repeats, params)
 
+    print(f"load average at the end {os.getloadavg()[0]:.2f} (on {os.cpu_count()} CPUs)")
     print(f"summary: present_over_all21={med['all'] / med['present']:.2f}x "
           f"two_procs_over_one={med['pool1'] / med['pool2']:.2f}x")
 

@@ -248,6 +248,12 @@ class CRFPool:
             return _Ready(jobs, [_crf_task(t) for t in tasks])
         return _Pending(jobs, self._pool.map_async(_crf_task, tasks, chunksize=self._chunksize(len(tasks))))
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (empty inline), e.g. to account their CPU time."""
+        if self._pool is None or self._closed:
+            return []
+        return [proc.pid for proc in self._pool._pool if proc.pid is not None]  # noqa: SLF001
+
     def close(self) -> None:
         """Stop the workers (waits for queued work). Idempotent."""
         if self._pool is not None and not self._closed:
