@@ -12,12 +12,13 @@
 - pydensecrf holds the GIL while it runs (two threads take as long as one after the other), so
   :class:`CRFPool` parallelises over images with processes, started with ``spawn``, never
   ``fork``: the callers have torch (and its thread pools) loaded, and forking a multi-threaded
-  process can deadlock its children. Measured on the 2-core machine (benchmarks/crf.py, a
-  2-process pool's creation + first map, parent with torch imported): fork ≈ 0.06 s, spawn ≈
-  0.5 s, forkserver ≈ 1 s (server start, then a fork per worker); when the main module itself
-  imports torch at top level, spawn and forkserver both pay its import once (≈ 2.5 s). The pool
-  is created once and reused, so spawn's one-off cost is amortised; forkserver would only pay off
-  for many short-lived pools. Only the selected planes travel to the workers and back.
+  process can deadlock its children. Measured on the shared 2-core machine (benchmarks/crf.py, a
+  2-process pool's creation + first map, parent with torch imported): fork 0.06-0.15 s, spawn
+  0.3-1.1 s, forkserver 0.3-1.0 s (server start, then a fork per worker), depending on the load;
+  when the main module itself imports torch at top level, spawn and forkserver both pay that
+  import once (about 2.5 s). The pool is created once and reused, so spawn's one-off cost is
+  amortised; forkserver would only pay off for many short-lived pools. Only the selected planes
+  travel to the workers and back.
 """
 
 from __future__ import annotations
