@@ -1,26 +1,198 @@
-"""`sharpen run` on the quick config: builds the small built-in dataset, checks it, records the run."""
+"""`sharpen run` end to end on configs/quick.toml: the report, its numbers, skipping, resuming, refusing.
+
+The quick run (a few training steps of everything on the small built-in dataset) is done once per
+module; the other tests reuse its dataset and compare against its report.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from pipeline.cli import main
 
+ROW_KEYS = {"classifier", "mechanism", "cls_map", "cls_auc", "attention_overlap", "cue_best_tau", "cue_miou",
+            "seed_precision", "seed_recall", "seg_miou", "seg_miou_crf"}
+FRACTIONS = ("cls_map", "cls_auc", "attention_overlap", "cue_best_tau", "cue_miou", "seed_precision", "seed_recall",
+             "seg_miou", "seg_miou_crf")
 
-def test_quick_run_writes_records_and_skips_on_rerun(tmp_path, capsys):
-    data_root = tmp_path / "data"
+
+def _args(run_dir: Path, data_root: Path, *extra: str) -> list[str]:
+    return ["run", "--config", "configs/quick.toml", "--run-dir", str(run_dir), "--quiet", "--device", "cpu",
+            "--set", f"data.root={data_root}", *extra]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[Path, Path, float]:
+    base = tmp_path_factory.mktemp("quick")
+    data_root, run_dir = base / "data", base / "run"
+    t0 = time.perf_counter()
+    assert main(_args(run_dir, data_root)) == 0
+    return run_dir, data_root, time.perf_counter() - t0
+
+
+def _rows(report: dict) -> dict[tuple, dict]:
+    return {(r["classifier"], r["mechanism"]): {k: r[k] for k in ROW_KEYS} for r in report["rows"]}
+
+
+def _eval_miou(pred: Path, data_root: Path, split: str, tmp_path: Path) -> float:
+    out = tmp_path / f"eval-{pred.parent.parent.name}-{pred.name}.json"
+    assert main(["eval", "segmentation", "--pred", str(pred), "--gt", str(data_root), "--split", split,
+                 "--json", str(out), "--quiet"]) == 0
+    return json.loads(out.read_text())["miou"]
+
+
+def test_quick_run_writes_a_report_of_real_measurements(quick_run, tmp_path):
+    run_dir, data_root, seconds = quick_run
+    report = json.loads((run_dir / "report.json").read_text())
+    assert {"rows", "full_supervision_miou", "stages", "config"} <= set(report)
+    assert report["config"]["run"]["name"] == "quick"
+    # one row per classifier variant x mechanism of the cue sets; icasc-gradcam has no cue set: cls numbers only
+    assert set(_rows(report)) == {("baseline", "gradcam"), ("baseline", "gradcampp"), ("baseline", "channel"),
+                                  ("icasc", "channel"), ("icasc-gradcam", None)}
+    for row in report["rows"]:
+        assert ROW_KEYS <= set(row)
+        assert row["cls_map"] is not None and 0.0 <= row["cls_map"] <= 1.0
+        if row["mechanism"] is None:
+            continue
+        for key in FRACTIONS:
+            assert row[key] is not None and 0.0 <= row[key] <= 1.0, (row["classifier"], row["mechanism"], key)
+        # the segmenter numbers are what `sharpen eval` computes from the saved predictions
+        pred = run_dir / "predict" / f"{row['classifier']}-{row['mechanism']}" / "val"
+        assert row["seg_miou"] == pytest.approx(_eval_miou(pred / "pred", data_root, "val", tmp_path), abs=1e-9)
+        assert row["seg_miou_crf"] == pytest.approx(_eval_miou(pred / "pred_crf", data_root, "val", tmp_path),
+                                                    abs=1e-9)
+        quality = json.loads((run_dir / "cues" / row["classifier"] / row["mechanism"] / "train" / "quality"
+                              / "quality.json").read_text())
+        assert row["cue_miou"] == quality["best_miou"] and row["cue_best_tau"] == quality["best_tau"]
+    full = run_dir / "predict" / "full" / "val" / "pred_crf"
+    assert report["full_supervision_miou_crf"] == pytest.approx(_eval_miou(full, data_root, "val", tmp_path))
+    for stage in ("data", "classify", "cues", "segment", "predict", "report"):
+        assert report["stages"][stage]["wall_seconds"] > 0 and report["stages"][stage]["peak_rss_mib"] > 0
+    # the test-split submission of the best segmenter, scored against the held-back masks
+    submission = report["submission"]
+    assert Path(submission["tarball"]).is_file() and 0.0 <= submission["test_miou"] <= 1.0
+    assert submission["test_miou"] == pytest.approx(
+        _eval_miou(Path(submission["tarball"]), data_root, "test", tmp_path))
+    md = (run_dir / "report.md").read_text()
+    assert "| baseline" in md and "gradcampp" in md
+    for fig in ("per_class_iou.png", "tau_curves.png"):
+        assert (run_dir / "figures" / fig).stat().st_size > 1000
+
+
+def test_rerun_skips_every_finished_stage(quick_run, capsys):
+    run_dir, data_root, _ = quick_run
+    before = {p: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*.json")}
+    t0 = time.perf_counter()
+    assert main(_args(run_dir, data_root)) == 0
+    assert time.perf_counter() - t0 < 10
+    out = capsys.readouterr().out
+    assert out.count("up to date, skipped") == 6
+    assert {p: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*.json")} == before
+
+
+def test_another_config_is_refused_and_from_redoes_the_later_stages(quick_run, tmp_path, capsys):
+    run_dir, data_root, _ = quick_run
+    # a segment-only change: refused, the message says how to go on
+    assert main(_args(run_dir, data_root, "--set", "segment.iterations=5")) == 2
+    err = capsys.readouterr().err
+    assert "another config" in err and "--from segment" in err
+    # unknown stage / mechanism / variant in the config, and an unknown --from stage
+    for bad, words in ((["--set", 'run.stages=["data", "train"]'], "unknown stage 'train'"),
+                       (["--set", 'run.cue_sets=["baseline:gradcam", "baseline:smoothcam"]'], "smoothcam"),
+                       (["--set", 'run.cue_sets=["basline:gradcam"]'], "unknown classifier variant"),
+                       (["--from", "segmentation"], "unknown stage")):
+        assert main(_args(tmp_path / "fresh", data_root, *bad)) == 2
+        assert words in capsys.readouterr().err
+    # --only a stage whose predecessors are not finished
+    assert main(_args(tmp_path / "fresh", data_root, "--only", "cues")) == 2
+    assert "needs the earlier stage" in capsys.readouterr().err
+
+
+def _wait_for(path_glob: tuple[Path, str], proc: subprocess.Popen, count: int, timeout: float = 120) -> None:
+    folder, pattern = path_glob
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (rc {proc.returncode}) before it could be killed")
+        if folder.is_dir() and len(list(folder.glob(pattern))) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {pattern} in {folder} after {timeout} s")
+
+
+def _copy_finished_stages(ref_dir: Path, run_dir: Path, upto: str) -> None:
+    """A run folder holding the reference run's stages up to ``upto`` (finished), nothing later."""
+    from pipeline.run import STAGES, RunLayout
+
+    shutil.copytree(ref_dir, run_dir)
+    layout = RunLayout(run_dir)
+    for stage in STAGES[STAGES.index(upto) + 1:]:
+        for p in [*layout.stage_outputs(stage), layout.stage_record(stage), layout.stage_started(stage)]:
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    (run_dir / "run.json").unlink()
+
+
+def test_killed_run_resumes_to_the_same_report(quick_run, tmp_path):
+    ref_dir, data_root, _ = quick_run
     run_dir = tmp_path / "run"
-    args = ["run", "--config", "configs/quick.toml", "--run-dir", str(run_dir), "--quiet",
-            "--set", f"data.root={data_root}"]
+    _copy_finished_stages(ref_dir, run_dir, "cues")
+    cmd = [str(Path(sys.executable).parent / "sharpen"), *_args(run_dir, data_root)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:  # kill it in the middle of the segment stage: the second segmenter has its first checkpoint
+        _wait_for((run_dir / "segment" / "baseline-gradcampp", "checkpoint.pt"), proc, 1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (run_dir / "stages" / "segment.json").exists()
+    finished = (run_dir / "segment" / "baseline-gradcam" / "checkpoint.pt").stat().st_mtime_ns
+    cues_record = (run_dir / "stages" / "cues.json").read_text()
+    assert main(_args(run_dir, data_root)) == 0
+    assert (run_dir / "stages" / "cues.json").read_text() == cues_record  # finished stages are not redone
+    assert (run_dir / "segment" / "baseline-gradcam" / "checkpoint.pt").stat().st_mtime_ns == finished
+    ref = json.loads((ref_dir / "report.json").read_text())
+    got = json.loads((run_dir / "report.json").read_text())
+    assert _rows(got) == _rows(ref)
+    assert got["full_supervision_miou"] == ref["full_supervision_miou"]
+    assert got["submission"]["test_miou"] == ref["submission"]["test_miou"]
+
+
+def test_full_disk_fails_cleanly_and_resumes(quick_run, tmp_path, monkeypatch, capsys):
+    ref_dir, data_root, _ = quick_run
+    import cues.extract
+
+    real_save, calls = cues.extract.save_maps, {"n": 0}
+
+    def save_then_fill_up(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 200:  # the second cue set, partway
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(*args, **kwargs)
+
+    run_dir = tmp_path / "run"
+    _copy_finished_stages(ref_dir, run_dir, "classify")
+    args = _args(run_dir, data_root, "--only", "cues")
+    monkeypatch.setattr(cues.extract, "save_maps", save_then_fill_up)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "disk filled up during stage 'cues'" in err and "run the same command again" in err
+    assert not list((run_dir / "cues").rglob("*.tmp"))
+    assert (run_dir / "cues" / "baseline" / "gradcam" / "train" / "quality" / "quality.json").is_file()
+    monkeypatch.setattr(cues.extract, "save_maps", real_save)
     assert main(args) == 0
-    record = json.loads((run_dir / "run.json").read_text())
-    assert record["stages"]["data"]["status"] == "done" and record["stages"]["data"]["wall_seconds"] > 0
-    summary = json.loads((run_dir / "data" / "summary.json").read_text())
-    assert summary["summary"]["splits"]["train"]["images"] == summary["built"]["splits"]["train"]
-    assert (run_dir / "config.toml").is_file() and (data_root / "builtin.json").is_file()
-    capsys.readouterr()
-    assert main(args) == 0
-    assert "[data] up to date" in capsys.readouterr().out
-    # the same run folder with another [data] config is refused
-    assert main([*args[:-1], f"data.root={tmp_path / 'other'}"]) == 2
-    assert "made with another [data] config" in capsys.readouterr().err
+    for variant, mechanism in (("baseline", "gradcampp"), ("icasc", "channel")):
+        rel = Path("cues") / variant / mechanism / "train" / "quality" / "quality.json"
+        got, ref = (json.loads((d / rel).read_text()) for d in (run_dir, ref_dir))
+        assert got["miou"] == ref["miou"] and got["seeds"] == ref["seeds"]
