@@ -407,10 +407,18 @@ def collect_summary(cfg: Config, layout: RunLayout) -> dict[str, Any]:
 
 def run_report_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
     """Write ``report.md``, ``report.json`` and ``figures/`` from the stages' outputs."""
-    from .report import write_report
+    from .report import report_markdown, write_report
 
+    t0 = time.perf_counter()
     summary = collect_summary(cfg, layout)
-    write_report(layout.root, summary)
+    report = write_report(layout.root, summary)
+    # The report's own stage: its time so far (the record written after it adds only the bookkeeping).
+    seconds, peak = time.perf_counter() - t0, _peak_rss_mib()
+    report["stages"]["report"] = {"status": "done", "wall_seconds": seconds, "wall_seconds_std": None,
+                                  "wall_seconds_values": [seconds], "peak_rss_mib": peak, "peak_rss_mib_std": None,
+                                  "peak_rss_mib_values": [peak]}
+    write_json_atomic(layout.root / "report.json", report)
+    write_bytes_atomic(layout.root / "report.md", report_markdown(report).encode())
     print(f"  report: {layout.root / 'report.md'}")
     return {"report": str(layout.root / "report.json")}
 
