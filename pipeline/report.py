@@ -223,6 +223,7 @@ def compare_rows(rows: Sequence[dict[str, Any]], n_seeds: int) -> dict[str, Any]
     difference Δ of means exceeds the noise when ``|Δ| > max(0.02, 2·SE)``, ``SE = sqrt(s_a²/n_a + s_b²/n_b)``
     from the seeds' sample standard deviations (with one seed only the 2 mIoU rule applies).
     """
+    rows = [r for r in rows if r.get("mechanism") is not None]  # a classifier without cue set has no mIoU
     if len(rows) < 2:
         return None
     metric = next((f for f in ("seg_miou_crf", "seg_miou", "cue_miou") if all(_is_number(r.get(f)) for r in rows)),
