@@ -44,18 +44,23 @@ def _replace_head(model: nn.Module, num_classes: int) -> None:
         model.classifier[-1] = new
 
 
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in a weights file: a bare state dict, or a checkpoint holding one under
+    ``"model"`` or ``"state_dict"``; a DDP ``module.`` prefix is dropped. Clear errors otherwise."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found; expected a torch state dict or checkpoint")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
         raise ValueError(f"{path}: not a readable torch weights file ({e})") from None
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path}: expected a state dict (parameter name -> tensor)")
-    return obj
+    return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
 def build_classifier(arch: str, num_classes: int, weights: str = "none") -> nn.Module:
@@ -72,7 +77,7 @@ def build_classifier(arch: str, num_classes: int, weights: str = "none") -> nn.M
     model = factory(weights=None, num_classes=num_classes)
     if weights not in ("none", "", None):
         path = Path(weights)
-        state = _load_state(path)
+        state = read_state_dict(path)
         head_name = "fc" if arch.startswith("resnet") else "classifier.6"
         own = model.state_dict()
         body = {k: v for k, v in state.items() if not k.startswith(head_name + ".")}

@@ -27,7 +27,6 @@ writes its record (counts, timings, images/s) to ``extract_run[.shard-I-of-N].js
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import zipfile
@@ -43,7 +42,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from data.errors import DatasetError
-from data.io import atomic_path, write_json_atomic
+from data.io import atomic_path, file_sha256, write_json_atomic
 from data.voc import VOCSegmentation
 
 from .attention import ADAPTER_MECHANISMS, MECHANISMS, AttentionExtractor, max_normalize
@@ -85,14 +84,6 @@ def parse_shard(text: str | Sequence[int] | None) -> tuple[int, int]:
 def shard_indices(count: int, index: int, shards: int) -> list[int]:
     """Positions ``index, index + shards, ...`` below ``count``: the shards cover 0..count-1 exactly once."""
     return list(range(index, count, shards))
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_cues_config(c: Any) -> None:

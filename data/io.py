@@ -149,3 +149,14 @@ def write_image(path: str | Path, image: np.ndarray, quality: int = 92) -> None:
     else:
         im.save(buf, format="PNG")
     write_bytes_atomic(path, buf.getvalue())
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

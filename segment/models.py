@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision import models as tvm
 
-from classify.models import CheckpointMismatch
+from classify.models import CheckpointMismatch, read_state_dict
 from data.io import write_bytes_atomic
 
 SEGMENTERS: tuple[str, ...] = ("deeplab-largefov", "deeplabv3plus")
@@ -123,20 +123,6 @@ def _deeplabv3plus_class():
 
 
 # --------------------------------------------------------------------------- building and weights
-def _read_state(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found; expected a torch state dict or checkpoint")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise ValueError(f"{path}: not a readable torch weights file ({e})") from None
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict (parameter name -> tensor)")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
 def _last_prefix(model: str) -> str:
@@ -222,7 +208,7 @@ def build_segmenter(model: str, encoder: str = "resnet50", num_classes: int = 21
                              "segmentation_models_pytorch encoder name such as resnet50") from None
     if weights not in ("none", "imagenet"):
         path = Path(weights)
-        _load_into(net, model, _read_state(path), str(path))
+        _load_into(net, model, read_state_dict(path), str(path))
     return net
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import time
 from collections import deque
@@ -46,7 +45,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from data.errors import DatasetError
-from data.io import write_json_atomic, write_mask
+from data.io import file_sha256, write_json_atomic, write_mask
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from data.voc import VOCSegmentation
 from eval.predictions import read_prediction
@@ -185,14 +184,6 @@ def _remove_partial(folder: Path, image_id: str) -> None:
     """A killed run's temp file of this image (``data.io.atomic_path`` names them ``.<name>.*.tmp``)."""
     for tmp in folder.glob(f".{image_id}.png.*.tmp"):
         tmp.unlink(missing_ok=True)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _jsonable(obj: Any) -> Any:
