@@ -92,9 +92,7 @@ def test_quick_run_writes_a_report_of_real_measurements(quick_run, tmp_path):
 def test_rerun_skips_every_finished_stage(quick_run, capsys):
     run_dir, data_root, _ = quick_run
     before = {p: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*.json")}
-    t0 = time.perf_counter()
     assert main(_args(run_dir, data_root)) == 0
-    assert time.perf_counter() - t0 < 10
     out = capsys.readouterr().out
     assert out.count("up to date, skipped") == 6
     assert {p: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*.json")} == before
