@@ -27,7 +27,8 @@ from tqdm import tqdm
 from cues.attention import AttentionExtractor
 from data.io import write_bytes_atomic, write_json_atomic
 from pipeline.config import ClassifyConfig, Config, dump_toml
-from pipeline.device import DistInfo, barrier, init_distributed, resolve_device, seed_everything
+from pipeline.device import (DistInfo, barrier, init_distributed, resolve_device, restore_training_state,
+                             seed_everything)
 
 from .data import SeededDataset, build_dataset, classification_transform, collate
 from .icasc import attention_consistency_loss, attention_separation_loss, target_region
@@ -235,13 +236,7 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
     history: list[dict[str, Any]] = []
     if state is not None:
         check_checkpoint(state, c.arch, num_classes, ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        restore_training_state(state, model, optimizer, scheduler, scaler, device)
         start_epoch = state["epoch"]
         history = state["history"]
     if dist_info.distributed and device.type == "cuda" and c.sync_bn and not c.freeze_bn:

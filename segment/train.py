@@ -37,7 +37,8 @@ from data.classes import IGNORE_INDEX
 from data.io import write_bytes_atomic, write_json_atomic
 from data.voc import VOCSegmentation
 from pipeline.config import Config, SegmentConfig, dump_toml
-from pipeline.device import DistInfo, barrier, init_distributed, resolve_device, seed_everything
+from pipeline.device import (DistInfo, barrier, init_distributed, resolve_device, restore_training_state,
+                             seed_everything)
 
 from .crf import CRFParams, CRFPool
 from .data import SegTrainDataset, check_supervision, collate, read_cue_record
@@ -267,13 +268,7 @@ def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | Non
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         history: list[dict[str, Any]] = []
         if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["rng_cpu"])
-            if device.type == "cuda" and state.get("rng_cuda") is not None:
-                torch.cuda.set_rng_state(state["rng_cuda"], device)
+            restore_training_state(state, model, optimizer, scheduler, scaler, device)
             history = list(state["history"])
         if dist_info.distributed and device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)

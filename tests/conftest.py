@@ -59,3 +59,14 @@ def make_tiny_voc(root: Path, with_masks: bool = True, with_annotations: bool = 
 def tiny_voc(tmp_path: Path) -> Path:
     """The devkit root (``tmp/VOCdevkit``'s parent) of a fresh tiny VOC dataset; returns the VOC2012 folder."""
     return make_tiny_voc(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of small tensors: as fast, and far less sensitive to a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
