@@ -11,7 +11,6 @@ of every global batch.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -24,15 +23,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cues.attention import AttentionExtractor
 from data.io import write_bytes_atomic, write_json_atomic
-from pipeline.config import ClassifyConfig, Config, dump_toml
-from pipeline.device import (DistInfo, barrier, init_distributed, resolve_device, restore_training_state,
-                             seed_everything)
+from sharpen_attention.attention import AttentionExtractor
+from sharpen_attention.classifiers import build_classifier, check_checkpoint
+from sharpen_core.checkpoints import load_checkpoint, restore_training_state, save_checkpoint, unwrap
+from sharpen_core.config import ClassifyConfig, Config, dump_toml
+from sharpen_core.device import DistInfo, barrier, init_distributed, resolve_device, seed_everything
 
 from .data import SeededDataset, build_dataset, classification_transform, collate
 from .icasc import attention_consistency_loss, attention_separation_loss, target_region
-from .models import build_classifier, check_checkpoint
 
 VARIANTS: dict[str, str | None] = {"baseline": None, "icasc-gradcam": "gradcam", "icasc": "channel"}
 """Variant name -> attention mechanism its ICASC losses use (None: classification loss only)."""
@@ -148,26 +147,6 @@ def _dataset_args(cfg: Config) -> tuple[str, str, str, str]:
     return c.dataset, root, c.train_split or cfg.data.train_split, c.val_split or cfg.data.val_split
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    write_bytes_atomic(path, buf.getvalue())
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"{path}: not a readable checkpoint ({e})") from None
-
-
 def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: bool = False,
                      progress: bool = True, max_batches: int | None = None,
                      stop_after_batches: int | None = None) -> dict[str, Any]:
@@ -247,7 +226,7 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
     if dist_info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(out_dir / "config.toml", dump_toml(cfg).encode())
-    extractor = AttentionExtractor(_unwrap(model), layers=("last", "inner"), mechanism=mechanism) \
+    extractor = AttentionExtractor(unwrap(model), layers=("last", "inner"), mechanism=mechanism) \
         if mechanism is not None else None
     batches_run = 0
     for epoch in range(start_epoch, c.epochs):
@@ -298,10 +277,10 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
                   **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
         history.append(record)
         if dist_info.is_main:
-            _save_checkpoint(ckpt_path, {
+            save_checkpoint(ckpt_path, {
                 "arch": c.arch, "num_classes": num_classes, "variant": variant, "multilabel": multilabel,
                 "class_names": class_names, "epoch": epoch + 1, "config_hash": cfg.section_hash("classify", "data"),
-                "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
@@ -325,7 +304,7 @@ def _allreduce_grads(model: nn.Module) -> None:
     import torch.distributed as dist
 
     world = dist.get_world_size()
-    for p in _unwrap(model).parameters():
+    for p in unwrap(model).parameters():
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad.div_(world)

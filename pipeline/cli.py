@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 from data.errors import DatasetError
 
-from .config import ConfigError
+from sharpen_core.config import ConfigError
 from .run import DiskFullError
 
 STAGES = ("data", "classify", "cues", "segment", "eval", "run")
@@ -95,7 +95,7 @@ def _build_data_parser(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- classify
 def _stage_config(args: argparse.Namespace):
-    from .config import load_config
+    from sharpen_core.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     if getattr(args, "device", None):
@@ -390,7 +390,7 @@ def _build_segment_parser(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- run
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from sharpen_core.config import load_config
     from .run import run_pipeline
 
     cfg = load_config(args.config, args.overrides)

@@ -461,7 +461,7 @@ def draw_figures(report: dict[str, Any], summary: dict[str, Any], fig_dir: Path,
             def grid() -> None:
                 from cues.show import show_maps
 
-                from .config import config_from_dict
+                from sharpen_core.config import config_from_dict
 
                 raw = json.loads(json.dumps(summary.get("config") or {}))
                 if summary.get("dataset_root"):

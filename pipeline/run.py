@@ -48,7 +48,7 @@ from typing import Any, Callable
 from data.errors import DatasetError
 from data.io import write_bytes_atomic, write_json_atomic
 
-from .config import Config, ConfigError, dump_toml
+from sharpen_core.config import Config, ConfigError, dump_toml
 
 STAGES = ("data", "classify", "cues", "segment", "predict", "report")
 # The config sections (and [run] keys) each stage's outputs depend on, beyond the earlier stages'.

@@ -48,7 +48,7 @@ from data.errors import DatasetError
 from data.io import file_sha256, write_json_atomic, write_mask
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from data.voc import VOCSegmentation
-from eval.predictions import read_prediction
+from eval.prediction_files import read_prediction
 
 PRED_SUBDIR = "pred"
 CRF_SUBDIR = "pred_crf"
@@ -165,7 +165,7 @@ def _worker_init(_: int) -> None:
 
 
 def _image_shape(dataset: VOCSegmentation, image_id: str) -> tuple[int, int]:
-    from .submission import image_size
+    from eval.submission import image_size
 
     return image_size(dataset, image_id)
 
@@ -237,7 +237,7 @@ def predict_split(cfg: Any, checkpoint: str | Path, split: str, out_dir: str | P
     ``crf``: "off" writes ``pred`` only, "on" ``pred_crf`` only, "both" both. ``submission`` then
     writes the VOC test-server layout and tarball from ``pred_crf`` (``pred`` when crf is "off").
     """
-    from pipeline.device import resolve_device
+    from sharpen_core.device import resolve_device
 
     from .crf import CRFParams, CRFPool
     from .models import load_segmenter

@@ -36,9 +36,9 @@ from tqdm import tqdm
 from data.classes import IGNORE_INDEX
 from data.io import write_bytes_atomic, write_json_atomic
 from data.voc import VOCSegmentation
-from pipeline.config import Config, SegmentConfig, dump_toml
-from pipeline.device import (DistInfo, barrier, init_distributed, resolve_device, restore_training_state,
-                             seed_everything)
+from sharpen_core.config import Config, SegmentConfig, dump_toml
+from sharpen_core.checkpoints import restore_training_state
+from sharpen_core.device import DistInfo, barrier, init_distributed, resolve_device, seed_everything
 
 from .crf import CRFParams, CRFPool
 from .data import SegTrainDataset, check_supervision, collate, read_cue_record

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config, ConfigError, config_from_dict, dump_toml, load_config
+from sharpen_core.config import Config, ConfigError, config_from_dict, dump_toml, load_config
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
 

@@ -19,8 +19,8 @@ from data.voc import VOCSegmentation
 from eval.predictions import (HELD_BACK_TEST_MASKS, evaluate_prediction_folder, evaluate_predictions,
                               ground_truth)
 from pipeline.cli import main
-from segment.submission import (SUBMISSION_SUBDIR, pack_submission, read_submission, validate_submission,
-                                write_submission)
+from eval.submission import SUBMISSION_SUBDIR, read_submission, validate_submission
+from segment.submission import pack_submission, write_submission
 
 from conftest import TINY, make_tiny_voc
 

@@ -74,14 +74,3 @@ def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
 
-
-def restore_training_state(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                           scheduler: object, scaler: object, device: torch.device) -> None:
-    """Load a checkpoint's model, optimizer, scheduler, AMP scaler and RNG states (bit-exact resume)."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])  # type: ignore[attr-defined]
-    scaler.load_state_dict(state["scaler"])  # type: ignore[attr-defined]
-    torch.set_rng_state(state["rng_cpu"])
-    if device.type == "cuda" and state.get("rng_cuda") is not None:
-        torch.cuda.set_rng_state(state["rng_cuda"], device)
