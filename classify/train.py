@@ -29,6 +29,7 @@ from sharpen_attention.classifiers import build_classifier, check_checkpoint
 from sharpen_core.checkpoints import load_checkpoint, restore_training_state, save_checkpoint, unwrap
 from sharpen_core.config import ClassifyConfig, Config, dump_toml
 from sharpen_core.device import DistInfo, barrier, init_distributed, resolve_device, seed_everything
+from sharpen_core.records import config_part, fingerprint
 
 from .data import SeededDataset, build_dataset, classification_transform, collate
 from .icasc import attention_consistency_loss, attention_separation_loss, target_region
@@ -171,8 +172,8 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
         if state.get("variant") != variant:
             raise ValueError(f"{ckpt_path}: checkpoint is for variant {state.get('variant')!r}, not {variant!r}; "
                              "use another output folder")
-        if state.get("config_hash") != cfg.section_hash("classify", "data"):
-            raise ValueError(f"{ckpt_path}: checkpoint was made with another [classify]/[data] config; "
+        if state.get("config_hash") != fingerprint(config_part(cfg, "classifier")):
+            raise ValueError(f"{ckpt_path}: checkpoint was made with another [classify]/[data] config or seed; "
                              "use another output folder or delete it to start fresh")
         if state["epoch"] >= c.epochs:
             if dist_info.is_main and progress:
@@ -279,7 +280,7 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
         if dist_info.is_main:
             save_checkpoint(ckpt_path, {
                 "arch": c.arch, "num_classes": num_classes, "variant": variant, "multilabel": multilabel,
-                "class_names": class_names, "epoch": epoch + 1, "config_hash": cfg.section_hash("classify", "data"),
+                "class_names": class_names, "epoch": epoch + 1, "config_hash": fingerprint(config_part(cfg, "classifier")),
                 "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "rng_cpu": torch.get_rng_state(),

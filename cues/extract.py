@@ -46,6 +46,7 @@ from data.io import atomic_path, file_sha256, write_json_atomic
 from data.voc import VOCSegmentation
 from sharpen_attention.attention import ADAPTER_MECHANISMS, MECHANISMS, AttentionExtractor, max_normalize
 from sharpen_attention.classifiers import load_classifier
+from sharpen_core.records import refuse_changed
 
 MAPS_SUBDIR = "maps"
 PARAMS_FILE = "extract.json"
@@ -269,12 +270,8 @@ def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
     """Write ``extract.json``, or check that the folder's parameters are these."""
     path = out_dir / PARAMS_FILE
     if path.is_file():
-        old = read_extract_params(out_dir)
-        diff = {k: (old.get(k), v) for k, v in params.items() if k != "checkpoint" and old.get(k) != v}
-        if diff:
-            shown = "; ".join(f"{k}: {a!r} here, {b!r} now" for k, (a, b) in diff.items())
-            raise ValueError(f"{path}: this folder holds maps made with other parameters ({shown}); "
-                             f"use another --out, or delete {out_dir} to start fresh")
+        # the checkpoint may move; its content (sha256) may not
+        refuse_changed(path, "maps", read_extract_params(out_dir), params, ignore=("checkpoint",), folder=out_dir)
         return
     if any((out_dir / MAPS_SUBDIR).glob("*.npz")):
         raise ValueError(f"{out_dir / MAPS_SUBDIR}: map files without {PARAMS_FILE}; use another --out, or delete "

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from data.classes import NUM_CLASSES
 from sharpen_core.cue_files import CUES_RECORD, save_cues
+from sharpen_core.records import refuse_changed
 
 NORM_EPS = 1e-7
 
@@ -233,10 +234,7 @@ def write_sec_cues(maps_dir: str | Path, cues_cfg: Any, out_dir: str | Path | No
     record_path = out_dir / CUES_RECORD
     if record_path.is_file():
         old = json.loads(record_path.read_text())
-        if old.get("params") != params or old.get("extract") != extract_params:
-            raise ValueError(f"{record_path}: cues here were made with other parameters "
-                             f"(here {old.get('params')}, now {params}); use another --out, or delete "
-                             f"{out_dir} to start fresh")
+        refuse_changed(record_path, "cues", old, {"params": params, "extract": extract_params}, folder=out_dir)
     files = sorted((maps_dir / MAPS_SUBDIR).glob("*.npz"))
     if not files:
         raise ValueError(f"{maps_dir / MAPS_SUBDIR}: no map files; run `sharpen cues extract` first")

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import errno
-import hashlib
 import json
 import resource
 import shutil
@@ -49,18 +48,10 @@ from data.errors import DatasetError
 from data.io import write_bytes_atomic, write_json_atomic
 
 from sharpen_core.config import Config, ConfigError, dump_toml
+from sharpen_core.layout import FULL_SUPERVISION, RunLayout, segmenter_name
+from sharpen_core.records import DEPENDS, config_part, fingerprint
 
 STAGES = ("data", "classify", "cues", "segment", "predict", "report")
-# The config sections (and [run] keys) each stage's outputs depend on, beyond the earlier stages'.
-_STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "data": ("data",),
-    "classify": ("classify", "run.seed"),
-    "cues": ("cues", "eval", "run.cue_sets"),
-    "segment": ("segment", "run.full_supervision"),
-    "predict": ("run.submission",),
-    "report": (),
-}
-STAGE_RECORDS = "stages"
 
 
 class DiskFullError(OSError):
@@ -93,21 +84,9 @@ def _reset_peak() -> bool:
         return False
 
 
-def _config_part(cfg: Config, key: str) -> Any:
-    d = cfg.to_dict()
-    if "." in key:
-        section, name = key.split(".", 1)
-        return d[section][name]
-    return d[key]
-
-
 def stage_hash(cfg: Config, stage: str) -> str:
     """Hash of everything ``stage``'s outputs depend on: its config part and every earlier stage's."""
-    keys: list[str] = []
-    for name in STAGES[: STAGES.index(stage) + 1]:
-        keys.extend(_STAGE_SECTIONS[name])
-    payload = json.dumps({k: _config_part(cfg, k) for k in keys}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return fingerprint(config_part(cfg, [f"run.{name}" for name in STAGES[: STAGES.index(stage) + 1]]))
 
 
 def check_run_config(cfg: Config) -> None:
@@ -147,41 +126,6 @@ def cue_sets(cfg: Config) -> list[tuple[str, str]]:
 
 def cue_split(cfg: Config) -> str:
     return cfg.eval.cue_split or cfg.data.train_split
-
-
-class RunLayout:
-    """Where each stage keeps its outputs under the run folder."""
-
-    def __init__(self, run_dir: Path):
-        self.root = Path(run_dir)
-
-    def stage_record(self, stage: str) -> Path:
-        return self.root / STAGE_RECORDS / f"{stage}.json"
-
-    def stage_started(self, stage: str) -> Path:
-        return self.root / STAGE_RECORDS / f"{stage}.started.json"
-
-    def classifier(self, variant: str) -> Path:
-        return self.root / "classify" / variant
-
-    def maps(self, variant: str, mechanism: str, split: str) -> Path:
-        return self.root / "cues" / variant / mechanism / split
-
-    def segmenter(self, name: str) -> Path:
-        return self.root / "segment" / name
-
-    def prediction(self, name: str, split: str) -> Path:
-        return self.root / "predict" / name / split
-
-    def stage_outputs(self, stage: str) -> list[Path]:
-        """What ``--from`` deletes to redo ``stage``."""
-        if stage == "report":
-            return [self.root / "report.md", self.root / "report.json", self.root / "figures"]
-        return [self.root / stage]
-
-
-def segmenter_name(variant: str, mechanism: str) -> str:
-    return f"{variant}-{mechanism}"
 
 
 # --------------------------------------------------------------------------- stages
@@ -270,9 +214,9 @@ def run_cues_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dic
 def _segmenters(cfg: Config, layout: RunLayout) -> list[tuple[str, Path | None, str]]:
     """(name, cue folder or None, supervision) of every segmenter the run trains."""
     out: list[tuple[str, Path | None, str]] = [
-        (segmenter_name(v, m), layout.maps(v, m, cfg.data.train_split) / "sec", "sec") for v, m in cue_sets(cfg)]
+        (segmenter_name(v, m), layout.cues(v, m, cfg.data.train_split), "sec") for v, m in cue_sets(cfg)]
     if cfg.run.full_supervision:
-        out.append(("full", None, "full"))
+        out.append((FULL_SUPERVISION, None, "full"))
     return out
 
 
@@ -310,7 +254,7 @@ def run_predict_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> 
         records[name] = predict_split(cfg, layout.segmenter(name) / "checkpoint.pt", split, out,
                                       crf=cfg.segment.predict_crf, progress=progress)
         outputs[name] = str(out / "predict.json")
-    weak = {n: r for n, r in records.items() if n != "full"}
+    weak = {n: r for n, r in records.items() if n != FULL_SUPERVISION}
     if cfg.run.submission and weak:
         def key(item: tuple[str, dict[str, Any]]) -> float:
             v = _prediction_miou(item[1], crf=True)
@@ -382,7 +326,7 @@ def collect_summary(cfg: Config, layout: RunLayout) -> dict[str, Any]:
                     best = scores.get("pred_crf") or scores.get("pred") or {}
                     row["per_class_iou"] = best.get("per_class_iou") or best.get("iou") or {}
             rows.append(row)
-    full = _read_json(layout.prediction("full", split) / "predict.json") if cfg.run.full_supervision else None
+    full = _read_json(layout.prediction(FULL_SUPERVISION, split) / "predict.json") if cfg.run.full_supervision else None
     stages = {}
     for stage in STAGES:
         rec = _read_json(layout.stage_record(stage))
@@ -407,18 +351,18 @@ def collect_summary(cfg: Config, layout: RunLayout) -> dict[str, Any]:
 
 def run_report_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
     """Write ``report.md``, ``report.json`` and ``figures/`` from the stages' outputs."""
-    from .report import report_markdown, write_report
+    from .report import write_report
 
     t0 = time.perf_counter()
-    summary = collect_summary(cfg, layout)
-    report = write_report(layout.root, summary)
-    # The report's own stage: its time so far (the record written after it adds only the bookkeeping).
-    seconds, peak = time.perf_counter() - t0, _peak_rss_mib()
-    report["stages"]["report"] = {"status": "done", "wall_seconds": seconds, "wall_seconds_std": None,
-                                  "wall_seconds_values": [seconds], "peak_rss_mib": peak, "peak_rss_mib_std": None,
-                                  "peak_rss_mib_values": [peak]}
-    write_json_atomic(layout.root / "report.json", report)
-    write_bytes_atomic(layout.root / "report.md", report_markdown(report).encode())
+
+    def own_stage(report: dict[str, Any]) -> None:
+        # The report's own stage: its time so far (the record written after it adds only the bookkeeping).
+        seconds, peak = time.perf_counter() - t0, _peak_rss_mib()
+        report["stages"]["report"] = {"status": "done", "wall_seconds": seconds, "wall_seconds_std": None,
+                                      "wall_seconds_values": [seconds], "peak_rss_mib": peak,
+                                      "peak_rss_mib_std": None, "peak_rss_mib_values": [peak]}
+
+    write_report(layout.root, collect_summary(cfg, layout), before_writing=own_stage)
     print(f"  report: {layout.root / 'report.md'}")
     return {"report": str(layout.root / "report.json")}
 
@@ -496,7 +440,7 @@ def run_one(cfg: Config, progress: bool = True, from_stage: str | None = None,
         if _stage_status(cfg, layout, stage) == "other":
             raise ConfigError(
                 f"{layout.root}: stage {stage!r} here was made with another config "
-                f"(its part: {', '.join(_STAGE_SECTIONS[stage]) or 'the earlier stages'}); refusing to mix. "
+                f"(its part: {', '.join(DEPENDS['run.' + stage][0]) or 'the earlier stages'}); refusing to mix. "
                 f"Rerun with --from {stage} to redo it and the later stages, use a new --run-dir, or delete "
                 f"{layout.root} to start fresh")
     first = selected[0] if selected else None

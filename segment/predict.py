@@ -49,6 +49,7 @@ from data.io import file_sha256, write_json_atomic, write_mask
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from data.voc import VOCSegmentation
 from eval.prediction_files import read_prediction
+from sharpen_core.records import refuse_changed
 
 PRED_SUBDIR = "pred"
 CRF_SUBDIR = "pred_crf"
@@ -210,11 +211,7 @@ def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
         except (ValueError, KeyError, TypeError) as e:
             raise DatasetError(path, f"unreadable prediction record ({e}); delete it or use another --out") from None
         # paths may change (a moved run folder); the checkpoint's content (sha256) and settings may not
-        diff = {k: (old.get(k), v) for k, v in params.items() if k not in _PATH_KEYS and old.get(k) != v}
-        if diff:
-            shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-            raise ValueError(f"{path}: this folder holds predictions made with other parameters ({shown}); "
-                             f"use another --out, or delete {out_dir} to start fresh")
+        refuse_changed(path, "predictions", old, params, ignore=_PATH_KEYS, folder=out_dir)
     else:
         for sub in (PRED_SUBDIR, CRF_SUBDIR):
             if any((out_dir / sub).glob("*.png")):

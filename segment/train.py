@@ -39,6 +39,7 @@ from data.voc import VOCSegmentation
 from sharpen_core.config import Config, SegmentConfig, dump_toml
 from sharpen_core.checkpoints import restore_training_state
 from sharpen_core.device import DistInfo, barrier, init_distributed, resolve_device, seed_everything
+from sharpen_core.records import config_part, fingerprint
 
 from .crf import CRFParams, CRFPool
 from .data import SegTrainDataset, check_supervision, collate, read_cue_record
@@ -51,23 +52,17 @@ METRICS = "metrics.json"
 RECORD = "train.json"
 TERMS = ("seed", "expand", "constrain")
 
-# Keys that do not change what a run computes: left out of the run's config hash, so changing
-# them (prediction settings, worker counts, checkpoint spacing) does not orphan a trained run.
-_HASH_EXCLUDED = {"data": ("num_workers", "val_split", "test_split"),
-                  "segment": ("predict_scales", "predict_flip", "predict_crf", "crf_processes", "checkpoint_every",
-                              "supervision")}
 
 
 # --------------------------------------------------------------------------- run identity
 def run_hash(cfg: Config, supervision: str, cue_record: dict[str, Any] | None) -> str:
-    """A short hash of what decides the trained weights: [data] and [segment] (less the keys of
-    ``_HASH_EXCLUDED``), the seed, the supervision and the cue folder's parameters."""
-    d = cfg.to_dict()
-    payload = {s: {k: v for k, v in d[s].items() if k not in _HASH_EXCLUDED[s]} for s in ("data", "segment")}
-    payload.update(seed=cfg.run.seed, supervision=supervision,
+    """A short hash of what decides the trained weights: the config keys a segmenter depends on
+    (``sharpen_core.records.DEPENDS["segmenter"]``), the supervision and the cue folder's parameters."""
+    payload = config_part(cfg, "segmenter")
+    payload.update(supervision=supervision,
                    cues=None if cue_record is None else {"params": cue_record.get("params"),
                                                          "extract": cue_record.get("extract")})
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fingerprint(payload)
 
 
 # --------------------------------------------------------------------------- batches
