@@ -12,6 +12,7 @@ job (:mod:`segment.submission`).
 
 from __future__ import annotations
 
+import gzip
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -62,6 +63,42 @@ def _folder_root(path: Path) -> Path:
     raise DatasetError(path, f"not a submission folder; expected {SUBMISSION_SUBDIR}/<id>.png inside it")
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's text on one line (tarfile's "could not be opened" lists one line per method)."""
+    return "; ".join(part.strip() for part in str(e).splitlines() if part.strip()) or type(e).__name__
+
+
+def _gzip_problem(path: Path) -> str | None:
+    """Why a gzip file does not decompress (truncated, corrupt), or None when it does."""
+    try:
+        with gzip.open(path, "rb") as g:
+            while g.read(1 << 20):
+                pass
+    except EOFError:
+        return "a truncated gzip file (it ends before its end-of-stream marker), not a whole tar archive"
+    except (OSError, zlib.error) as e:
+        return f"a corrupt gzip file ({_one_line(e)})"
+    return None
+
+
+def not_a_tarball(path: str | Path) -> str:
+    """What a file that tarfile cannot open is instead, in a few words (from its first bytes)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "an empty file, not a tar archive"
+    if head.startswith(PNG_SIGNATURE):
+        return "a PNG image, not a tar archive"
+    if head.startswith(GZIP_MAGIC):
+        return _gzip_problem(path) or "a gzip file whose content is not a tar archive"
+    return "not a tar archive (unrecognised content)"
+
+
 def iter_submission(path: str | Path) -> Iterator[tuple[str, np.ndarray, Path, str | None]]:
     """Each image of a submission: ``(id, labels (H, W) uint8, file, member)``, decoded but not yet checked.
 
@@ -84,9 +121,9 @@ def iter_submission(path: str | Path) -> Iterator[tuple[str, np.ndarray, Path, s
     allowed_dirs = set(subdir_parents(SUBMISSION_SUBDIR))
     try:
         tar = tarfile.open(path, mode="r:*")
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DatasetError(path, f"not a readable tar archive ({e}); expected the .tar.gz of {SUBMISSION_SUBDIR}/"
-                                 f"<id>.png written by `sharpen segment predict --submission`") from None
+    except (tarfile.TarError, OSError, EOFError, zlib.error):
+        raise DatasetError(path, f"{not_a_tarball(path)}; expected the .tar.gz of {SUBMISSION_SUBDIR}/<id>.png "
+                                 "written by `sharpen segment predict --submission`") from None
     with tar:
         try:
             for member in tar:
@@ -109,8 +146,9 @@ def iter_submission(path: str | Path) -> Iterator[tuple[str, np.ndarray, Path, s
                 data = fobj.read() if fobj is not None else b""
                 yield image_id, decode_label_png(data, path, member.name), path, member.name
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-            raise DatasetError(path, f"corrupt tar archive ({e}); expected the .tar.gz of {SUBMISSION_SUBDIR}/"
-                                     "<id>.png") from None
+            problem = (_gzip_problem(path) if tar.fileobj is not None and isinstance(e, (EOFError, zlib.error, OSError))
+                       else None) or f"corrupt tar archive ({_one_line(e)})"
+            raise DatasetError(path, f"{problem}; expected the .tar.gz of {SUBMISSION_SUBDIR}/<id>.png") from None
 
 
 def scan_submission(path: str | Path, ids: Sequence[str], shape_of: Callable[[str], tuple[int, int]],
