@@ -25,7 +25,6 @@ from typing import Mapping
 import numpy as np
 from tqdm import tqdm
 
-from data.classes import NUM_CLASSES
 from data.errors import DatasetError
 from data.io import read_mask
 from data.voc import VOCSegmentation

@@ -50,6 +50,7 @@ from data.io import write_bytes_atomic, write_json_atomic
 from sharpen_core.config import Config, ConfigError, dump_toml
 from sharpen_core.layout import FULL_SUPERVISION, RunLayout, segmenter_name
 from sharpen_core.records import DEPENDS, config_part, fingerprint
+from sharpen_core.stage_records import PredictRecord, QualityRecord, StageRecord
 
 STAGES = ("data", "classify", "cues", "segment", "predict", "report")
 
@@ -195,10 +196,11 @@ def run_cues_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dic
     sets = cue_sets(cfg)
     for i, (variant, mechanism) in enumerate(sets, 1):
         maps_dir = layout.maps(variant, mechanism, split)
-        quality = maps_dir / "quality" / "quality.json"
+        quality = layout.quality(variant, mechanism, split)
         print(f"  cues [{i}/{len(sets)}] {variant}:{mechanism}")
-        if quality.is_file():
-            result = json.loads(quality.read_text())
+        existing = QualityRecord.read(quality)
+        if existing is not None:
+            result = existing.to_json()
         else:
             extract_maps(cfg, layout.classifier(variant) / "checkpoint.pt", mechanism, maps_dir, split=split,
                          progress=progress)
@@ -235,11 +237,6 @@ def run_segment_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> 
     return outputs
 
 
-def _prediction_miou(record: dict[str, Any], crf: bool) -> float | None:
-    scores = (record.get("scores") or {}).get("pred_crf" if crf else "pred")
-    return None if not scores else scores.get("miou")
-
-
 def run_predict_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
     """Predict val with every segmenter (without and with CRF); submit the best one on the test split."""
     from segment.predict import predict_split
@@ -251,23 +248,24 @@ def run_predict_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> 
     for i, (name, _, _) in enumerate(segmenters, 1):
         print(f"  predict [{i}/{len(segmenters)}] {name} on {split}")
         out = layout.prediction(name, split)
-        records[name] = predict_split(cfg, layout.segmenter(name) / "checkpoint.pt", split, out,
-                                      crf=cfg.segment.predict_crf, progress=progress)
-        outputs[name] = str(out / "predict.json")
+        records[name] = PredictRecord.from_json(predict_split(cfg, layout.segmenter(name) / "checkpoint.pt", split,
+                                                              out, crf=cfg.segment.predict_crf, progress=progress))
+        outputs[name] = str(out / PredictRecord.FILE)
     weak = {n: r for n, r in records.items() if n != FULL_SUPERVISION}
     if cfg.run.submission and weak:
-        def key(item: tuple[str, dict[str, Any]]) -> float:
-            v = _prediction_miou(item[1], crf=True)
-            v = _prediction_miou(item[1], crf=False) if v is None else v
+        def key(item: tuple[str, PredictRecord]) -> float:
+            v = item[1].miou_of(crf=True)
+            v = item[1].miou_of(crf=False) if v is None else v
             return -1.0 if v is None else v
 
         best = max(weak.items(), key=key)[0]
         test = cfg.data.test_split
         print(f"  predict: test-split submission of the best segmenter, {best}")
         out = layout.prediction(best, test)
-        record = predict_split(cfg, layout.segmenter(best) / "checkpoint.pt", test, out,
-                               crf=cfg.segment.predict_crf, submission=True, progress=progress)
-        tarball = record.get("submission")
+        record = PredictRecord.from_json(predict_split(cfg, layout.segmenter(best) / "checkpoint.pt", test, out,
+                                                       crf=cfg.segment.predict_crf, submission=True,
+                                                       progress=progress))
+        tarball = record.submission
         submission: dict[str, Any] = {"segmenter": best, "split": test, "tarball": tarball, "test_miou": None}
         if tarball:
             from eval.predictions import evaluate_prediction_folder
@@ -312,36 +310,33 @@ def collect_summary(cfg: Config, layout: RunLayout) -> dict[str, Any]:
             }
             if mechanism is not None:
                 maps_dir = layout.maps(variant, mechanism, cfg.data.train_split)
-                quality = _read_json(maps_dir / "quality" / "quality.json")
+                quality = QualityRecord.read(layout.quality(variant, mechanism, cfg.data.train_split))
                 if quality:
-                    row.update(cue_best_tau=quality["best_tau"], cue_miou=quality["best_miou"],
-                               seed_precision=quality["seeds"]["mean_precision"],
-                               seed_recall=quality["seeds"]["mean_recall"],
-                               tau_curve={"tau": quality["tau"], "miou": quality["miou"]}, maps_dir=str(maps_dir))
-                predicted = _read_json(layout.prediction(segmenter_name(variant, mechanism), split) / "predict.json")
+                    row.update(cue_best_tau=quality.best_tau, cue_miou=quality.best_miou,
+                               seed_precision=quality.seed_precision, seed_recall=quality.seed_recall,
+                               tau_curve={"tau": quality.tau, "miou": quality.miou}, maps_dir=str(maps_dir))
+                predicted = PredictRecord.read(layout.prediction(segmenter_name(variant, mechanism), split) /
+                                               PredictRecord.FILE)
                 if predicted:
-                    row["seg_miou"] = _prediction_miou(predicted, crf=False)
-                    row["seg_miou_crf"] = _prediction_miou(predicted, crf=True)
-                    scores = (predicted.get("scores") or {})
-                    best = scores.get("pred_crf") or scores.get("pred") or {}
-                    row["per_class_iou"] = best.get("per_class_iou") or best.get("iou") or {}
+                    row["seg_miou"] = predicted.miou_of(crf=False)
+                    row["seg_miou_crf"] = predicted.miou_of(crf=True)
+                    row["per_class_iou"] = predicted.best_scores().get("per_class_iou") or {}
             rows.append(row)
-    full = _read_json(layout.prediction(FULL_SUPERVISION, split) / "predict.json") if cfg.run.full_supervision else None
+    full = PredictRecord.read(layout.prediction(FULL_SUPERVISION, split) / PredictRecord.FILE) \
+        if cfg.run.full_supervision else None
     stages = {}
     for stage in STAGES:
-        rec = _read_json(layout.stage_record(stage))
+        rec = StageRecord.read(layout.stage_record(stage))
         if rec:
-            stages[stage] = {k: rec[k] for k in ("wall_seconds", "peak_rss_mib", "children_peak_rss_mib", "status")
-                             if k in rec}
+            stages[stage] = rec.timings()
     submission = _read_json(layout.root / "predict" / "submission.json")
-    full_scores = (full or {}).get("scores") or {}
-    full_best = full_scores.get("pred_crf") or full_scores.get("pred") or {}
+    full_best = full.best_scores() if full else {}
     return {
         "name": cfg.run.name, "config": cfg.to_dict(), "config_source": cfg.source, "seeds": [cfg.run.seed],
         "rows": rows,
-        "full_supervision_miou": _prediction_miou(full, crf=False) if full else None,
-        "full_supervision_miou_crf": _prediction_miou(full, crf=True) if full else None,
-        "full_per_class_iou": full_best.get("per_class_iou") or full_best.get("iou") or {},
+        "full_supervision_miou": full.miou_of(crf=False) if full else None,
+        "full_supervision_miou_crf": full.miou_of(crf=True) if full else None,
+        "full_per_class_iou": full_best.get("per_class_iou") or {},
         "stages": stages,
         "total_wall_seconds": sum(s.get("wall_seconds", 0.0) for s in stages.values()),
         "peak_rss_mib": max([s.get("peak_rss_mib", 0.0) for s in stages.values()] or [0.0]),
@@ -379,9 +374,9 @@ def _stage_status(cfg: Config, layout: RunLayout, stage: str) -> str:
     """"done" (finished with this config), "absent", or "other" (finished or started with another config)."""
     h = stage_hash(cfg, stage)
     for path, state in ((layout.stage_record(stage), "done"), (layout.stage_started(stage), "started")):
-        rec = _read_json(path)
+        rec = StageRecord.read(path)
         if rec is not None:
-            if rec.get("config_hash") != h:
+            if rec.config_hash != h:
                 return "other"
             if state == "done":
                 return "done"
@@ -402,7 +397,7 @@ def _clear_stages(layout: RunLayout, stages: list[str]) -> None:
 
 def _run_stage(cfg: Config, layout: RunLayout, stage: str, progress: bool) -> dict[str, Any]:
     h = stage_hash(cfg, stage)
-    write_json_atomic(layout.stage_started(stage), {"stage": stage, "config_hash": h})
+    StageRecord(stage=stage, config_hash=h).write(layout.stage_started(stage))
     _reset_peak()
     t0 = time.perf_counter()
     try:
@@ -413,11 +408,11 @@ def _run_stage(cfg: Config, layout: RunLayout, stage: str, progress: bool) -> di
                                               "finished is lost: free some space and run the same command "
                                               "again to resume") from None
         raise
-    record = {"stage": stage, "config_hash": h, "status": "done", "wall_seconds": time.perf_counter() - t0,
-              "peak_rss_mib": _peak_rss_mib(), "children_peak_rss_mib": _children_peak_rss_mib(),
-              "outputs": outputs}
-    write_json_atomic(layout.stage_record(stage), record)
-    return record
+    record = StageRecord(stage=stage, config_hash=h, status="done", wall_seconds=time.perf_counter() - t0,
+                         peak_rss_mib=_peak_rss_mib(), children_peak_rss_mib=_children_peak_rss_mib(),
+                         outputs=outputs)
+    record.write(layout.stage_record(stage))
+    return record.to_json()
 
 
 def run_one(cfg: Config, progress: bool = True, from_stage: str | None = None,
@@ -457,8 +452,8 @@ def run_one(cfg: Config, progress: bool = True, from_stage: str | None = None,
     for i, stage in enumerate(selected, 1):
         if _stage_status(cfg, layout, stage) == "done":
             print(f"[{i}/{len(selected)}] {stage}: up to date, skipped")
-            rec = _read_json(layout.stage_record(stage)) or {}
-            stages[stage] = {**rec, "status": "skipped (up to date)"}
+            rec = StageRecord.read(layout.stage_record(stage))
+            stages[stage] = {**(rec.to_json() if rec else {}), "status": "skipped (up to date)"}
             continue
         print(f"[{i}/{len(selected)}] {stage}")
         stages[stage] = _run_stage(cfg, layout, stage, progress)

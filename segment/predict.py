@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
 from collections import deque
 from pathlib import Path
@@ -45,15 +44,16 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from data.errors import DatasetError
-from data.io import file_sha256, write_json_atomic, write_mask
+from data.io import file_sha256, write_mask
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from data.voc import VOCSegmentation
 from eval.prediction_files import read_prediction
 from sharpen_core.records import refuse_changed
+from sharpen_core.stage_records import PredictRecord, read_predict_params, write_predict_running
 
 PRED_SUBDIR = "pred"
 CRF_SUBDIR = "pred_crf"
-RECORD_NAME = "predict.json"
+RECORD_NAME = PredictRecord.FILE
 CRF_MODES = ("on", "off", "both")
 MAX_PENDING_CHUNKS = 2  # CRF chunks in flight while the network runs ahead
 _PATH_KEYS = ("checkpoint", "dataset")  # recorded, but not compared on a rerun
@@ -206,10 +206,7 @@ def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
     """Record the parameters in ``predict.json``, or check that the folder's predictions were made with them."""
     path = out_dir / RECORD_NAME
     if path.is_file():
-        try:
-            old = json.loads(path.read_text())["params"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise DatasetError(path, f"unreadable prediction record ({e}); delete it or use another --out") from None
+        old = read_predict_params(path)
         # paths may change (a moved run folder); the checkpoint's content (sha256) and settings may not
         refuse_changed(path, "predictions", old, params, ignore=_PATH_KEYS, folder=out_dir)
     else:
@@ -218,7 +215,7 @@ def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
                 raise ValueError(f"{out_dir / sub}: predictions without {RECORD_NAME}; use another --out, or "
                                  f"delete {out_dir} to start fresh")
     # until this run ends, the record says so (an earlier run's counts and scores no longer hold)
-    write_json_atomic(path, {"stage": "segment predict", "status": "running", "params": params})
+    write_predict_running(path, params)
 
 
 def _crf_params_dict(params: Any) -> Any:
@@ -335,22 +332,22 @@ def predict_split(cfg: Any, checkpoint: str | Path, split: str, out_dir: str | P
         bar.close()
     seconds = time.perf_counter() - t0
 
-    record: dict[str, Any] = {
-        "stage": "segment predict", "status": "done", "params": params,
-        "checkpoint": str(checkpoint), "meta": _jsonable(meta), "split": split, "crf": crf,
-        "outputs": {sub: str(out_dir / sub) for sub, wanted in folders.items() if wanted},
-        "counts": {"images": len(dataset), "predicted": len(todo), "skipped": skipped},
-        "seconds": seconds, "images_per_second": len(todo) / seconds if todo and seconds > 0 else None,
-        "crf_wait_seconds": crf_seconds_waited, "device": str(device), "amp": amp,
-        "crf_processes": int(sc.crf_processes), "loader_workers": workers, "chunk": chunk,
-    }
+    record = PredictRecord(
+        stage="segment predict", status="done", params=params,
+        checkpoint=str(checkpoint), meta=_jsonable(meta), split=split, crf=crf,
+        outputs={sub: str(out_dir / sub) for sub, wanted in folders.items() if wanted},
+        counts={"images": len(dataset), "predicted": len(todo), "skipped": skipped},
+        seconds=seconds, images_per_second=len(todo) / seconds if todo and seconds > 0 else None,
+        crf_wait_seconds=crf_seconds_waited, device=str(device), amp=amp,
+        crf_processes=int(sc.crf_processes), loader_workers=workers, chunk=chunk,
+    )
     if dataset.masks:
         from eval.predictions import evaluate_prediction_folders
 
         scores = evaluate_prediction_folders({sub: out_dir / sub for sub, w in folders.items() if w},
                                              cfg.data.root, split, progress)
-        record["miou"] = {sub: s.to_dict()["miou"] for sub, s in scores.items()}
-        record["scores"] = {sub: s.to_dict() for sub, s in scores.items()}
+        record.miou = {sub: s.to_dict()["miou"] for sub, s in scores.items()}
+        record.scores = {sub: s.to_dict() for sub, s in scores.items()}
         if progress:
             for sub, s in scores.items():
                 print(f"[segment predict] {split} {sub}:\n{s.table()}")
@@ -358,13 +355,13 @@ def predict_split(cfg: Any, checkpoint: str | Path, split: str, out_dir: str | P
         from .submission import write_submission
 
         source = out_dir / (CRF_SUBDIR if want_crf else PRED_SUBDIR)
-        record["submission"] = str(write_submission(source, dataset, out_dir, progress=progress))
-        record["submission_source"] = str(source)
-    record["config"] = cfg.to_dict()
-    write_json_atomic(out_dir / RECORD_NAME, record)
+        record.submission = str(write_submission(source, dataset, out_dir, progress=progress))
+        record.submission_source = str(source)
+    record.config = cfg.to_dict()
+    record.write(out_dir / RECORD_NAME)
     if progress:
-        rate = f", {record['images_per_second']:.2f} images/s" if record["images_per_second"] else ""
-        miou = "".join(f", mIoU {sub} {100 * v:.2f}" for sub, v in record.get("miou", {}).items() if v is not None)
+        rate = f", {record.images_per_second:.2f} images/s" if record.images_per_second else ""
+        miou = "".join(f", mIoU {sub} {100 * v:.2f}" for sub, v in (record.miou or {}).items() if v is not None)
         print(f"[segment predict] {split}: {len(todo)} images predicted, {skipped} already done{rate}{miou} -> {out_dir}"
-              + (f"; submission {record['submission']}" if submission else ""))
-    return record
+              + (f"; submission {record.submission}" if submission else ""))
+    return record.to_json()

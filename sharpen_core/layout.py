@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 STAGE_RECORDS = "stages"
-CUES_SUBDIR = "sec"  # the SEC cues inside a maps folder (``sharpen cues sec`` default)
+CUES_SUBDIR = "sec"
+QUALITY_SUBDIR = "quality"  # the SEC cues inside a maps folder (``sharpen cues sec`` default)
 FULL_SUPERVISION = "full"  # the fully-supervised segmenter's name
 
 
@@ -44,6 +45,10 @@ class RunLayout:
 
     def cues(self, variant: str, mechanism: str, split: str) -> Path:
         return self.maps(variant, mechanism, split) / CUES_SUBDIR
+
+    def quality(self, variant: str, mechanism: str, split: str) -> Path:
+        """The cue quality record (``sharpen cues evaluate``'s default folder)."""
+        return self.maps(variant, mechanism, split) / QUALITY_SUBDIR / "quality.json"
 
     def segmenter(self, name: str) -> Path:
         return self.root / "segment" / name
