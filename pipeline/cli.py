@@ -44,6 +44,8 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
 SHARED_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "device": (("--device",), {"default": None, "help": "auto, cpu, cuda or cuda:N (default: run.device)"}),
     "quiet": (("--quiet",), {"action": "store_true", "help": "no progress bars or summary lines"}),
+    "resume": (("--resume",), {"action": "store_true",
+                               "help": "continue the unfinished run in the output folder (its checkpoint.pt)"}),
 }
 
 
@@ -155,10 +157,9 @@ def _build_classify_parser(sub: argparse._SubParsersAction) -> None:
     _add_config_options(t)
     t.add_argument("--variant", required=True, choices=list(VARIANTS), help="which variant to train")
     t.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/classify/VARIANT)")
-    t.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
     t.add_argument("--weights", type=Path, default=None,
                    help="initial weights: a local state dict (e.g. ImageNet weights for offline use)")
-    _add_shared_options(t, "device", "quiet")
+    _add_shared_options(t, "resume", "device", "quiet")
     t.set_defaults(func=_cmd_classify_train)
     e = csub.add_parser("evaluate", help="per-class AP, mAP, AUC, KS and attention overlap of a checkpoint",
                         description="Evaluate a checkpoint: per-class AP and mAP, macro ROC AUC (multi-label), "
@@ -377,10 +378,10 @@ def _build_segment_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--cues", type=Path, default=None, help="SEC cue folder (from `sharpen cues sec`)")
     t.add_argument("--supervision", choices=("sec", "full"), default=None,
                    help="sec: from cues (default segment.supervision); full: ground-truth masks (upper bound)")
-    t.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/segment/<variant>-<mechanism> of a "
-                   "RUN_DIR/cues/<variant>/<mechanism>/<split>/sec folder, as `sharpen run`; else the cue folder's name)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    _add_shared_options(t, "device", "quiet")
+    t.add_argument("--out", type=Path, default=None,
+                   help="output folder (default RUN_DIR/segment/<variant>-<mechanism> for a cue folder "
+                        "RUN_DIR/cues/<variant>/<mechanism>/<split>/sec, as `sharpen run`; else the cue folder's name)")
+    _add_shared_options(t, "resume", "device", "quiet")
     t.set_defaults(func=_cmd_segment_train)
     r = ssub.add_parser("predict", help="predict a split: multi-scale + flip, dense CRF, palette PNGs",
                         description="Predict every image of a split at full resolution; write OUT/pred (no CRF) "
@@ -389,7 +390,8 @@ def _build_segment_parser(sub: argparse._SubParsersAction) -> None:
     _add_config_options(r)
     r.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt of `segment train`")
     r.add_argument("--split", default=None, help="split to predict (default data.val_split)")
-    r.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/predict/<checkpoint folder>/<split>, as `sharpen run`)")
+    r.add_argument("--out", type=Path, default=None,
+                   help="output folder (default RUN_DIR/predict/<checkpoint folder>/<split>, as `sharpen run`)")
     r.add_argument("--crf", choices=("on", "off", "both"), default=None, help="default segment.predict_crf")
     r.add_argument("--submission", action="store_true",
                    help="also write results/VOC2012/Segmentation/comp6_test_cls/<id>.png and a .tar.gz")

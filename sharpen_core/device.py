@@ -74,3 +74,11 @@ def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier()
 
+
+def training_device(name: str = "auto") -> tuple[torch.device, DistInfo]:
+    """This process's device and its place in a torchrun job (under torchrun, each process its own GPU)."""
+    device = resolve_device(name)
+    dist_info = init_distributed(device)
+    if dist_info.distributed and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+    return device, dist_info

@@ -33,5 +33,6 @@ def test_cli_defaults_follow_the_layout(tmp_path, monkeypatch):
     sets = ["--set", f"run.run_dir={run}"]
     assert cli.main(["segment", "train", *sets, "--cues", str(cues), "--quiet"]) == 0
     assert calls["train"] == RunLayout(run).segmenter("icasc-channel")
-    assert cli.main(["segment", "predict", *sets, "--checkpoint", str(calls["train"] / "checkpoint.pt"), "--quiet"]) == 0
+    checkpoint = calls["train"] / "checkpoint.pt"
+    assert cli.main(["segment", "predict", *sets, "--checkpoint", str(checkpoint), "--quiet"]) == 0
     assert calls["predict"] == RunLayout(run).prediction("icasc-channel", "val")
