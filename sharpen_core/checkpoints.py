@@ -29,27 +29,28 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw checkpoint dict (``weights_only=True``, on CPU), with a clear error for a missing or bad file."""
+def _torch_load(path: str | Path, missing: str, unreadable: str) -> Any:
+    """``torch.load(weights_only=True)`` on CPU; FileNotFoundError / ValueError naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise FileNotFoundError(f"{path}: {missing}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"{path}: not a readable checkpoint ({e})") from None
+        raise ValueError(f"{path}: {unreadable} ({e})") from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict (``weights_only=True``, on CPU), with a clear error for a missing or bad file."""
+    return _torch_load(path, "checkpoint not found", "not a readable checkpoint")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict in a weights file: a bare state dict, or a checkpoint holding one under
     ``"model"`` or ``"state_dict"``; a DDP ``module.`` prefix is dropped. Clear errors otherwise."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found; expected a torch state dict or checkpoint")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise ValueError(f"{path}: not a readable torch weights file ({e})") from None
+    obj = _torch_load(path, "weights file not found; expected a torch state dict or checkpoint",
+                      "not a readable torch weights file")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
