@@ -71,7 +71,7 @@ def _reset_peak_rss() -> bool:
 def _setup(arch: str, method: str, model, x, mechanism: str, pgc_classes: int) -> Callable[[], None]:
     """A callable running ``method`` once on ``x``."""
     import torch
-    from cues.attention import AttentionExtractor, default_layers
+    from sharpen_attention.attention import AttentionExtractor, default_layers
 
     batch = x.shape[0]
     if method == "fb":

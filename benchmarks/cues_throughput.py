@@ -37,12 +37,12 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from classify.models import build_classifier  # noqa: E402
-from cues.attention import AttentionExtractor  # noqa: E402
+from sharpen_attention.classifiers import build_classifier  # noqa: E402
+from sharpen_attention.attention import AttentionExtractor  # noqa: E402
 from cues.extract import ExtractItems, extract_maps, load_classifier, multiscale_maps  # noqa: E402
 from data.classes import VOC_CLASSES  # noqa: E402
 from data.voc import VOCSegmentation  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
+from sharpen_core.config import load_config  # noqa: E402
 
 SETTINGS = {"1 scale": ([1.0], False), "4 scales+flip": ([1.0, 0.5, 1.5, 2.0], True)}
 

@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from classify.models import build_classifier
+from sharpen_attention.classifiers import build_classifier
 from classify.train import VARIANTS, compute_losses
-from cues.attention import AttentionExtractor
-from pipeline.config import ClassifyConfig
+from sharpen_attention.attention import AttentionExtractor
+from sharpen_core.config import ClassifyConfig
 
 
 def step_time(arch: str, variant: str, batch: int, size: int, repeats: int, seed: int = 0) -> float:

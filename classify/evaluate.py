@@ -12,16 +12,17 @@ from typing import Any, Sequence
 import torch
 from tqdm import tqdm
 
-from cues.attention import AttentionExtractor
 from data.io import write_json_atomic
 from eval.classification import classification_report, ks_distance, target_and_confusing_probs, topk_accuracy
-from pipeline.config import Config
-from pipeline.device import resolve_device
+from sharpen_attention.attention import AttentionExtractor
+from sharpen_attention.classifiers import build_classifier, check_checkpoint
+from sharpen_core.checkpoints import load_checkpoint
+from sharpen_core.config import Config
+from sharpen_core.device import resolve_device
 
 from .data import SeededDataset, build_dataset, classification_transform, collate
 from .icasc import attention_separation_loss, target_region
-from .models import build_classifier, check_checkpoint
-from .train import _dataset_args, icasc_classes, load_checkpoint
+from .train import _dataset_args, icasc_classes
 
 
 def attention_overlap(maps_last: torch.Tensor, classes: torch.Tensor, sigma: float, omega: float) -> torch.Tensor:

@@ -11,11 +11,10 @@ of every global batch.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cues.attention import AttentionExtractor
 from data.io import write_bytes_atomic, write_json_atomic
-from pipeline.config import ClassifyConfig, Config, dump_toml
-from pipeline.device import (DistInfo, barrier, init_distributed, resolve_device, restore_training_state,
-                             seed_everything)
+from sharpen_attention.attention import AttentionExtractor
+from sharpen_attention.classifiers import build_classifier, check_checkpoint
+from sharpen_core.checkpoints import load_checkpoint, restore_training_state, save_checkpoint, unwrap
+from sharpen_core.config import ClassifyConfig, Config, dump_toml
+from sharpen_core.device import DistInfo, barrier, seed_everything, training_device
+from sharpen_core.records import config_part, fingerprint
 
 from .data import SeededDataset, build_dataset, classification_transform, collate
 from .icasc import attention_consistency_loss, attention_separation_loss, target_region
-from .models import build_classifier, check_checkpoint
 
 VARIANTS: dict[str, str | None] = {"baseline": None, "icasc-gradcam": "gradcam", "icasc": "channel"}
 """Variant name -> attention mechanism its ICASC losses use (None: classification loss only)."""
@@ -148,61 +148,50 @@ def _dataset_args(cfg: Config) -> tuple[str, str, str, str]:
     return c.dataset, root, c.train_split or cfg.data.train_split, c.val_split or cfg.data.val_split
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+@dataclass
+class ClassifierTraining:
+    """What one classifier run holds while it trains (from :func:`set_up_training`)."""
+
+    cfg: Config
+    variant: str
+    out_dir: Path
+    device: torch.device
+    dist_info: DistInfo
+    dataset: SeededDataset
+    sampler: torch.utils.data.DistributedSampler
+    loader: torch.utils.data.DataLoader
+    steps_per_epoch: int
+    num_classes: int
+    multilabel: bool
+    class_names: Any
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    extractor: AttentionExtractor | None
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    write_bytes_atomic(path, buf.getvalue())
+def resume_state(cfg: Config, variant: str, ckpt_path: Path) -> dict[str, Any] | None:
+    """The checkpoint in the output folder (None: none yet), refused when made for another variant or config."""
+    if not ckpt_path.is_file():
+        return None
+    state = load_checkpoint(ckpt_path)
+    if state.get("variant") != variant:
+        raise ValueError(f"{ckpt_path}: checkpoint is for variant {state.get('variant')!r}, not {variant!r}; "
+                         "use another output folder")
+    if state.get("config_hash") != fingerprint(config_part(cfg, "classifier")):
+        raise ValueError(f"{ckpt_path}: checkpoint was made with another [classify]/[data] config or seed; "
+                         "use another output folder or delete it to start fresh")
+    return state
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"{path}: not a readable checkpoint ({e})") from None
-
-
-def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: bool = False,
-                     progress: bool = True, max_batches: int | None = None,
-                     stop_after_batches: int | None = None) -> dict[str, Any]:
-    """Train ``variant`` per ``cfg`` into ``out_dir``; return the final metrics record.
-
-    ``max_batches`` caps the batches per epoch (quick runs); ``stop_after_batches`` stops the
-    run abruptly after that many batches in total, without a checkpoint for the unfinished
-    epoch (used to test resumption).
-    """
-    mechanism = check_variant(variant)
+def set_up_training(cfg: Config, variant: str, out_dir: Path, device: torch.device, dist_info: DistInfo,
+                    state: dict[str, Any] | None, max_batches: int | None) -> ClassifierTraining:
+    """Seed, data, model, optimiser and schedule, restored from ``state`` when resuming; DDP under torchrun."""
     c = cfg.classify
-    out_dir = Path(out_dir)
-    device = resolve_device(cfg.run.device)
-    dist_info: DistInfo = init_distributed(device)
-    if dist_info.distributed and device.type == "cuda":
-        device = torch.device("cuda", dist_info.local_rank)
-    ckpt_path = out_dir / CHECKPOINT
-
-    state = None
-    if ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        if state.get("variant") != variant:
-            raise ValueError(f"{ckpt_path}: checkpoint is for variant {state.get('variant')!r}, not {variant!r}; "
-                             "use another output folder")
-        if state.get("config_hash") != cfg.section_hash("classify", "data"):
-            raise ValueError(f"{ckpt_path}: checkpoint was made with another [classify]/[data] config; "
-                             "use another output folder or delete it to start fresh")
-        if state["epoch"] >= c.epochs:
-            if dist_info.is_main and progress:
-                print(f"[classify {variant}] already trained ({ckpt_path}), skipped")
-            return json.loads((out_dir / METRICS).read_text())[-1] if (out_dir / METRICS).is_file() else {}
-        if not resume:
-            raise ValueError(f"{ckpt_path}: an unfinished run is here (epoch {state['epoch']}/{c.epochs}); "
-                             "pass --resume to continue it, or use another output folder")
-
     kind, root, train_split, _ = _dataset_args(cfg)
     seed_everything(cfg.run.seed)
     raw, num_classes, multilabel, class_names = build_dataset(kind, root, train_split)
@@ -235,7 +224,7 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
     start_epoch = 0
     history: list[dict[str, Any]] = []
     if state is not None:
-        check_checkpoint(state, c.arch, num_classes, ckpt_path)
+        check_checkpoint(state, c.arch, num_classes, out_dir / CHECKPOINT)
         restore_training_state(state, model, optimizer, scheduler, scaler, device)
         start_epoch = state["epoch"]
         history = state["history"]
@@ -247,73 +236,125 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
     if dist_info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(out_dir / "config.toml", dump_toml(cfg).encode())
-    extractor = AttentionExtractor(_unwrap(model), layers=("last", "inner"), mechanism=mechanism) \
+    mechanism = check_variant(variant)
+    extractor = AttentionExtractor(unwrap(model), layers=("last", "inner"), mechanism=mechanism) \
         if mechanism is not None else None
+    return ClassifierTraining(cfg, variant, out_dir, device, dist_info, dataset, sampler, loader, steps_per_epoch,
+                              num_classes, multilabel, class_names, model, optimizer, scheduler, scaler, use_amp,
+                              extractor, start_epoch, history)
+
+
+def train_step(t: ClassifierTraining, batch: dict[str, Any]) -> tuple[Tensor, Tensor, IcascTerms | None, int]:
+    """One optimiser step on one batch: (loss, L_cls, ICASC terms or None, images)."""
+    c = t.cfg.classify
+    images = batch["image"].to(t.device, non_blocking=True)
+    if c.channels_last and t.device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(t.device.type, enabled=t.use_amp):
+        loss, loss_cls, terms = compute_losses(t.model, t.extractor, images, batch, c, t.multilabel)
+    t.optimizer.zero_grad(set_to_none=True)
+    t.scaler.scale(loss).backward()
+    if t.dist_info.distributed and t.extractor is not None:
+        _allreduce_grads(t.model)
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    t.scheduler.step()
+    return loss, loss_cls, terms, images.shape[0]
+
+
+def train_epoch(t: ClassifierTraining, epoch: int, progress: bool, batches_run: int,
+                stop_after_batches: int | None) -> tuple[dict[str, Any] | None, int]:
+    """One epoch of :func:`train_step`: (its metrics record, batches run so far); record None when stopped."""
+    c = t.cfg.classify
+    t.model.train()
+    if c.freeze_bn:
+        for m in t.model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+    t.sampler.set_epoch(epoch)
+    t.dataset.set_epoch(epoch)
+    sums = {"loss": 0.0, "cls": 0.0, "as_inner": 0.0, "as_last": 0.0, "ac": 0.0}
+    seen = 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=t.steps_per_epoch, desc=f"{t.variant} epoch {epoch + 1}/{c.epochs}",
+               disable=not (progress and t.dist_info.is_main), leave=False)
+    for step, batch in enumerate(t.loader):
+        if step >= t.steps_per_epoch:
+            break
+        if stop_after_batches is not None and batches_run >= stop_after_batches:
+            bar.close()
+            return None, batches_run
+        loss, loss_cls, terms, n = train_step(t, batch)
+        seen += n
+        sums["loss"] += loss.item() * n
+        sums["cls"] += loss_cls.item() * n
+        if terms is not None:
+            sums["as_inner"] += terms.as_inner.item() * n
+            sums["as_last"] += terms.as_last.item() * n
+            sums["ac"] += terms.ac.item() * n
+        batches_run += 1
+        bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items() if terms is not None or k in ("loss",)})
+        bar.update(1)
+    bar.close()
+    return {"epoch": epoch + 1, "lr": t.optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0, "images": seen * t.dist_info.world_size,
+            **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}, batches_run
+
+
+def save_training(t: ClassifierTraining, epoch: int) -> None:
+    """The checkpoint after ``epoch`` epochs (atomic; everything a bit-exact resume needs) and metrics.json."""
+    c = t.cfg.classify
+    save_checkpoint(t.out_dir / CHECKPOINT, {
+        "arch": c.arch, "num_classes": t.num_classes, "variant": t.variant, "multilabel": t.multilabel,
+        "class_names": t.class_names, "epoch": epoch, "config_hash": fingerprint(config_part(t.cfg, "classifier")),
+        "model": unwrap(t.model).state_dict(), "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda" else None,
+        "history": t.history,
+    })
+    write_json_atomic(t.out_dir / METRICS, t.history)
+
+
+def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: bool = False,
+                     progress: bool = True, max_batches: int | None = None,
+                     stop_after_batches: int | None = None) -> dict[str, Any]:
+    """Train ``variant`` per ``cfg`` into ``out_dir``; return the final metrics record.
+
+    ``max_batches`` caps the batches per epoch (quick runs); ``stop_after_batches`` stops the
+    run abruptly after that many batches in total, without a checkpoint for the unfinished
+    epoch (used to test resumption).
+    """
+    check_variant(variant)
+    c = cfg.classify
+    out_dir = Path(out_dir)
+    device, dist_info = training_device(cfg.run.device)
+    ckpt_path = out_dir / CHECKPOINT
+    state = resume_state(cfg, variant, ckpt_path)
+    if state is not None and state["epoch"] >= c.epochs:
+        if dist_info.is_main and progress:
+            print(f"[classify {variant}] already trained ({ckpt_path}), skipped")
+        return json.loads((out_dir / METRICS).read_text())[-1] if (out_dir / METRICS).is_file() else {}
+    if state is not None and not resume:
+        raise ValueError(f"{ckpt_path}: an unfinished run is here (epoch {state['epoch']}/{c.epochs}); "
+                         "pass --resume to continue it, or use another output folder")
+
+    t = set_up_training(cfg, variant, out_dir, device, dist_info, state, max_batches)
     batches_run = 0
-    for epoch in range(start_epoch, c.epochs):
-        model.train()
-        if c.freeze_bn:
-            for m in model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        sums = {"loss": 0.0, "cls": 0.0, "as_inner": 0.0, "as_last": 0.0, "ac": 0.0}
-        seen = 0
-        t0 = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, desc=f"{variant} epoch {epoch + 1}/{c.epochs}",
-                   disable=not (progress and dist_info.is_main), leave=False)
-        for step, batch in enumerate(loader):
-            if step >= steps_per_epoch:
-                break
-            if stop_after_batches is not None and batches_run >= stop_after_batches:
-                bar.close()
-                return {"interrupted": True, "epoch": epoch, "batches": batches_run}
-            images = batch["image"].to(device, non_blocking=True)
-            if c.channels_last and device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=use_amp):
-                loss, loss_cls, terms = compute_losses(model, extractor, images, batch, c, multilabel)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if dist_info.distributed and extractor is not None:
-                _allreduce_grads(model)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            n = images.shape[0]
-            seen += n
-            sums["loss"] += loss.item() * n
-            sums["cls"] += loss_cls.item() * n
-            if terms is not None:
-                sums["as_inner"] += terms.as_inner.item() * n
-                sums["as_last"] += terms.as_last.item() * n
-                sums["ac"] += terms.ac.item() * n
-            batches_run += 1
-            bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items() if terms is not None or k in ("loss",)})
-            bar.update(1)
-        bar.close()
-        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                  "seconds": time.perf_counter() - t0, "images": seen * dist_info.world_size,
-                  **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
-        history.append(record)
+    for epoch in range(t.start_epoch, c.epochs):
+        record, batches_run = train_epoch(t, epoch, progress, batches_run, stop_after_batches)
+        if record is None:
+            return {"interrupted": True, "epoch": epoch, "batches": batches_run}
+        t.history.append(record)
         if dist_info.is_main:
-            _save_checkpoint(ckpt_path, {
-                "arch": c.arch, "num_classes": num_classes, "variant": variant, "multilabel": multilabel,
-                "class_names": class_names, "epoch": epoch + 1, "config_hash": cfg.section_hash("classify", "data"),
-                "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "history": history,
-            })
-            write_json_atomic(out_dir / METRICS, history)
+            save_training(t, epoch + 1)
             if progress:
                 print(f"[classify {variant}] epoch {epoch + 1}/{c.epochs} " +
                       " ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith("train_")
-                               and (terms is not None or k in ("train_loss",))) + f" ({record['seconds']:.1f} s)")
+                               and (t.extractor is not None or k in ("train_loss",))) +
+                      f" ({record['seconds']:.1f} s)")
         barrier(dist_info)
-    return history[-1] if history else {}
+    return t.history[-1] if t.history else {}
 
 
 def _allreduce_grads(model: nn.Module) -> None:
@@ -325,7 +366,7 @@ def _allreduce_grads(model: nn.Module) -> None:
     import torch.distributed as dist
 
     world = dist.get_world_size()
-    for p in _unwrap(model).parameters():
+    for p in unwrap(model).parameters():
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
             p.grad.div_(world)

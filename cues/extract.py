@@ -7,7 +7,7 @@ the last), averaged over scales and horizontal flip, at image resolution, as IRN
    WSSS pipelines' choice; ``"classify"`` uses ``classify.image_size`` squared instead) and
    normalised; the flipped copy joins the same batch;
 2. one extractor call per scale gives the un-normalised maps of every requested class from one
-   forward pass (:class:`cues.attention.AttentionExtractor`); the flipped pass's maps are flipped
+   forward pass (:class:`sharpen_attention.attention.AttentionExtractor`); the flipped pass's maps are flipped
    back; each is resized bilinearly to image resolution;
 3. the passes are averaged, then each class map is max-normalised to [0, 1] (SPEC §1). With
    ``cues.scale_average = "normalized"`` (default) each pass is max-normalised before averaging:
@@ -38,14 +38,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
 from data.errors import DatasetError
 from data.io import atomic_path, file_sha256, write_json_atomic
 from data.voc import VOCSegmentation
-
-from .attention import ADAPTER_MECHANISMS, MECHANISMS, AttentionExtractor, max_normalize
+from sharpen_attention.attention import ADAPTER_MECHANISMS, MECHANISMS, AttentionExtractor, max_normalize
+from sharpen_attention.classifiers import load_classifier
+from sharpen_core.records import refuse_changed
 
 MAPS_SUBDIR = "maps"
 PARAMS_FILE = "extract.json"
@@ -96,34 +97,6 @@ def _check_cues_config(c: Any) -> None:
         raise ValueError(f"cues.scales must be a non-empty list of positive numbers, got {c.scales}")
     if c.batch_size < 1:
         raise ValueError(f"cues.batch_size must be positive, got {c.batch_size}")
-
-
-# --------------------------------------------------------------------------- classifier
-
-def load_classifier(checkpoint: str | Path, num_classes: int, class_names: Sequence[str] | None = None,
-                    device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """The classifier of a ``classify train`` checkpoint, in eval mode on ``device``, checked against the dataset.
-
-    The architecture comes from the checkpoint; its class count (and class names, when both
-    sides have them) must match the dataset's.
-    """
-    from classify.models import build_classifier, check_checkpoint
-    from classify.train import load_checkpoint
-
-    state = load_checkpoint(checkpoint)
-    if not isinstance(state, dict) or "model" not in state or "arch" not in state:
-        raise ValueError(f"{checkpoint}: not a classifier checkpoint; expected checkpoint.pt from "
-                         "`sharpen classify train`")
-    check_checkpoint(state, state["arch"], num_classes, checkpoint)
-    names = state.get("class_names")
-    if class_names is not None and names is not None and list(names) != list(class_names):
-        from classify.models import CheckpointMismatch
-
-        raise CheckpointMismatch(f"{checkpoint}: checkpoint classes {list(names)[:4]}... differ from the "
-                                 f"dataset's {list(class_names)[:4]}...")
-    model = build_classifier(state["arch"], num_classes)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), state
 
 
 # --------------------------------------------------------------------------- inputs
@@ -297,12 +270,8 @@ def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
     """Write ``extract.json``, or check that the folder's parameters are these."""
     path = out_dir / PARAMS_FILE
     if path.is_file():
-        old = read_extract_params(out_dir)
-        diff = {k: (old.get(k), v) for k, v in params.items() if k != "checkpoint" and old.get(k) != v}
-        if diff:
-            shown = "; ".join(f"{k}: {a!r} here, {b!r} now" for k, (a, b) in diff.items())
-            raise ValueError(f"{path}: this folder holds maps made with other parameters ({shown}); "
-                             f"use another --out, or delete {out_dir} to start fresh")
+        # the checkpoint may move; its content (sha256) may not
+        refuse_changed(path, "maps", read_extract_params(out_dir), params, ignore=("checkpoint",), folder=out_dir)
         return
     if any((out_dir / MAPS_SUBDIR).glob("*.npz")):
         raise ValueError(f"{out_dir / MAPS_SUBDIR}: map files without {PARAMS_FILE}; use another --out, or delete "
@@ -330,7 +299,7 @@ def extract_maps(cfg: Any, checkpoint: str | Path, mechanism: str, out_dir: str 
     ``on_image(id, n)`` is called after each written file (``n`` written so far in this run);
     ``limit`` stops after that many new files (benchmarks).
     """
-    from pipeline.device import resolve_device
+    from sharpen_core.device import resolve_device
 
     c = cfg.cues
     check_mechanism(mechanism)

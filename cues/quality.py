@@ -28,14 +28,15 @@ from tqdm import tqdm
 
 from data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from data.errors import DatasetError
-from data.io import write_bytes_atomic, write_json_atomic
+from data.io import write_bytes_atomic
 from data.voc import VOCSegmentation
 from eval.segmentation import scores_from_confusion
+from sharpen_core.layout import QUALITY_SUBDIR
+from sharpen_core.stage_records import QualityRecord
 
 from .extract import gt_maps, load_maps, map_path, missing_maps, read_extract_params
 from .sec import best_class, cue_params, image_cues, nearest_resize
 
-QUALITY_SUBDIR = "quality"
 
 
 # --------------------------------------------------------------------------- pure parts
@@ -203,17 +204,18 @@ def evaluate_cues(cfg: Any, maps_dir: str | Path, split: str | None = None, out_
     curve = [scores_from_confusion(cm).miou for cm in confusions]
     best = best_tau(taus, curve)
     scores = scores_from_confusion(confusions[best])
-    result = {
-        "stage": "cues evaluate", "maps_dir": str(maps_dir), "split": split, "images": len(dataset),
-        "mechanism": extract["mechanism"], "variant": extract.get("variant"), "extract": extract, "cues": params,
-        "tau": [round(float(t), 6) for t in taus], "miou": [None if np.isnan(v) else float(v) for v in curve],
-        "best_tau": round(float(taus[best]), 6), "best_miou": scores.miou,
-        "per_class_iou": {n: None if np.isnan(v) else float(v) for n, v in zip(VOC_CLASSES, scores.iou)},
-        "seeds": seed_scores(seeds), "extract_images_per_second": _throughput(maps_dir),
-        "seconds": time.perf_counter() - t0, "config": cfg.to_dict(),
-    }
+    record = QualityRecord(
+        stage="cues evaluate", maps_dir=str(maps_dir), split=split, images=len(dataset),
+        mechanism=extract["mechanism"], variant=extract.get("variant"), extract=extract, cues=params,
+        tau=[round(float(t), 6) for t in taus], miou=[None if np.isnan(v) else float(v) for v in curve],
+        best_tau=round(float(taus[best]), 6), best_miou=scores.miou,
+        per_class_iou={n: None if np.isnan(v) else float(v) for n, v in zip(VOC_CLASSES, scores.iou)},
+        seeds=seed_scores(seeds), extract_images_per_second=_throughput(maps_dir),
+        seconds=time.perf_counter() - t0, config=cfg.to_dict(),
+    )
     out_dir = Path(out_dir) if out_dir is not None else maps_dir / QUALITY_SUBDIR
-    write_json_atomic(out_dir / "quality.json", result)
+    record.write(out_dir / QualityRecord.FILE)
+    result = record.to_json()
     csv = "tau,miou\n" + "".join(f"{t:.2f},{'' if v is None else f'{v:.6f}'}\n"
                                  for t, v in zip(result["tau"], result["miou"]))
     write_bytes_atomic(out_dir / "tau_curve.csv", csv.encode())

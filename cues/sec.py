@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from data.classes import NUM_CLASSES
+from sharpen_core.cue_files import CUES_RECORD, save_cues
+from sharpen_core.records import refuse_changed
 
 NORM_EPS = 1e-7
 
@@ -169,9 +171,6 @@ def cues_on_grid(maps: np.ndarray, classes: Sequence[int], grid: int, fg_thresho
 
 # --------------------------------------------------------------------------- files (side effects)
 
-CUES_RECORD = "sec.json"
-
-
 def read_saliency(saliency_dir: str | Path, image_id: str) -> np.ndarray:
     """A grey saliency PNG ``<saliency_dir>/<id>.png`` as float32 in [0, 1] (high = salient)."""
     from PIL import Image
@@ -212,27 +211,6 @@ def image_cues(maps: np.ndarray, classes: Sequence[int], image_id: str, params: 
     return cues_on_grid(maps, classes, params["grid"], params["fg_threshold"], params["bg_fraction"], saliency)
 
 
-def save_cues(path: str | Path, image_id: str, cues: np.ndarray, image_size: tuple[int, int], grid: int) -> None:
-    """One compressed ``.npz``: ``cues`` (21, h, w) bool, ``id``, ``image_size`` (H, W), ``grid``; atomic."""
-    from data.io import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, cues=np.asarray(cues, dtype=bool), id=np.array(image_id),
-                            image_size=np.asarray(image_size, dtype=np.int64), grid=np.int64(grid))
-
-
-def load_cues(path: str | Path) -> dict[str, Any]:
-    """Read a cue file written by :func:`save_cues`."""
-    from data.errors import DatasetError
-
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {"cues": z["cues"], "id": str(z["id"]), "image_size": tuple(int(v) for v in z["image_size"]),
-                    "grid": int(z["grid"])}
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise DatasetError(path, f"unreadable cue file ({e}); expected an .npz written by `sharpen cues sec`") from None
-
-
 def write_sec_cues(maps_dir: str | Path, cues_cfg: Any, out_dir: str | Path | None = None,
                    progress: bool = True) -> dict[str, Any]:
     """SEC cues for every map file of an extraction folder, into ``out_dir`` (default MAPS_DIR/sec).
@@ -256,10 +234,7 @@ def write_sec_cues(maps_dir: str | Path, cues_cfg: Any, out_dir: str | Path | No
     record_path = out_dir / CUES_RECORD
     if record_path.is_file():
         old = json.loads(record_path.read_text())
-        if old.get("params") != params or old.get("extract") != extract_params:
-            raise ValueError(f"{record_path}: cues here were made with other parameters "
-                             f"(here {old.get('params')}, now {params}); use another --out, or delete "
-                             f"{out_dir} to start fresh")
+        refuse_changed(record_path, "cues", old, {"params": params, "extract": extract_params}, folder=out_dir)
     files = sorted((maps_dir / MAPS_SUBDIR).glob("*.npz"))
     if not files:
         raise ValueError(f"{maps_dir / MAPS_SUBDIR}: no map files; run `sharpen cues extract` first")

@@ -153,7 +153,7 @@ def show_maps(cfg: Any, out_png: str | Path, maps_dirs: Sequence[str | Path] = (
     """Draw the grid for ``ids`` (default: the first ``count`` images of the split) into ``out_png``."""
     from data.voc import VOCSegmentation
 
-    from .attention import AttentionExtractor
+    from sharpen_attention.attention import AttentionExtractor
     from .extract import (ExtractItems, check_mechanism, gt_maps, load_classifier, load_maps, map_path,
                           multiscale_maps, read_extract_params)
 
@@ -183,7 +183,7 @@ def show_maps(cfg: Any, out_png: str | Path, maps_dirs: Sequence[str | Path] = (
             per_image.append(gt_maps(load_maps(path), path))
         columns.append((title, per_image))
     if mechanisms:
-        from pipeline.device import resolve_device
+        from sharpen_core.device import resolve_device
 
         c = cfg.cues
         device = resolve_device(cfg.run.device)

@@ -18,11 +18,12 @@ import errno
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from data.errors import DatasetError
+from sharpen_core.config import ConfigError
+from sharpen_core.layout import FULL_SUPERVISION, RunLayout, segmenter_for_cues
 
-from .config import ConfigError
 from .run import DiskFullError
 
 STAGES = ("data", "classify", "cues", "segment", "eval", "run")
@@ -37,6 +38,21 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
                    help="run configuration (TOML, see configs/); defaults apply where absent")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key, e.g. --set classify.lr=0.02 (repeatable; value parsed as TOML)")
+
+
+# Options several subcommands share, declared once: name -> (flags, argparse keywords).
+SHARED_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "device": (("--device",), {"default": None, "help": "auto, cpu, cuda or cuda:N (default: run.device)"}),
+    "quiet": (("--quiet",), {"action": "store_true", "help": "no progress bars or summary lines"}),
+    "resume": (("--resume",), {"action": "store_true",
+                               "help": "continue the unfinished run in the output folder (its checkpoint.pt)"}),
+}
+
+
+def _add_shared_options(p: argparse.ArgumentParser, *names: str) -> None:
+    for name in names:
+        flags, kwargs = SHARED_OPTIONS[name]
+        p.add_argument(*flags, **kwargs)
 
 
 # --------------------------------------------------------------------------- data
@@ -79,7 +95,7 @@ def _build_data_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--size", choices=("small", "default"), default="default",
                    help="small: a few hundred images for tests; default: >=1500 train, >=300 val, >=300 test")
     b.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
-    b.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    _add_shared_options(b, "quiet")
     b.set_defaults(func=_cmd_data_build)
 
     c = dsub.add_parser("check", help="validate a dataset folder and print a summary",
@@ -89,13 +105,13 @@ def _build_data_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--root", type=Path, required=True, help="VOCdevkit, VOC2012 or built-in dataset folder")
     c.add_argument("--split", action="append", default=[], help="only this split (repeatable; default: all found)")
     c.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
-    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_shared_options(c, "quiet")
     c.set_defaults(func=_cmd_data_check)
 
 
 # --------------------------------------------------------------------------- classify
 def _stage_config(args: argparse.Namespace):
-    from .config import load_config
+    from sharpen_core.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     if getattr(args, "device", None):
@@ -109,7 +125,7 @@ def _cmd_classify_train(args: argparse.Namespace) -> int:
     from classify.train import train_classifier
 
     cfg = _stage_config(args)
-    out = args.out or Path(cfg.run.run_dir) / "classify" / args.variant
+    out = args.out or RunLayout(cfg.run.run_dir).classifier(args.variant)
     train_classifier(cfg, args.variant, out, resume=args.resume, progress=not args.quiet)
     return 0
 
@@ -141,11 +157,9 @@ def _build_classify_parser(sub: argparse._SubParsersAction) -> None:
     _add_config_options(t)
     t.add_argument("--variant", required=True, choices=list(VARIANTS), help="which variant to train")
     t.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/classify/VARIANT)")
-    t.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
     t.add_argument("--weights", type=Path, default=None,
                    help="initial weights: a local state dict (e.g. ImageNet weights for offline use)")
-    t.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: run.device)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_shared_options(t, "resume", "device", "quiet")
     t.set_defaults(func=_cmd_classify_train)
     e = csub.add_parser("evaluate", help="per-class AP, mAP, AUC, KS and attention overlap of a checkpoint",
                         description="Evaluate a checkpoint: per-class AP and mAP, macro ROC AUC (multi-label), "
@@ -157,8 +171,7 @@ def _build_classify_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--mechanism", action="append", default=[],
                    help="mechanism(s) for the attention overlap (default gradcam and channel)")
     e.add_argument("--json", type=Path, default=None, help="where to write the JSON (default beside the checkpoint)")
-    e.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: run.device)")
-    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_shared_options(e, "device", "quiet")
     e.set_defaults(func=_cmd_classify_evaluate)
 
 
@@ -169,8 +182,8 @@ def _cmd_cues_extract(args: argparse.Namespace) -> int:
     check_mechanism(args.mechanism)
     cfg = _stage_config(args)
     split = args.split or cfg.data.train_split
-    out = args.out or Path(cfg.run.run_dir) / "cues" / Path(args.checkpoint).resolve().parent.name / \
-        args.mechanism / split
+    out = args.out or RunLayout(cfg.run.run_dir).maps(Path(args.checkpoint).resolve().parent.name, args.mechanism,
+                                                       split)
     extract_maps(cfg, args.checkpoint, args.mechanism, out, split=split, shard=args.shard, progress=not args.quiet)
     return 0
 
@@ -239,8 +252,7 @@ def _build_cues_parser(sub: argparse._SubParsersAction) -> None:
                    help="output folder (default RUN_DIR/cues/<checkpoint folder>/<mechanism>/<split>)")
     x.add_argument("--shard", default=None, metavar="I/N",
                    help="take images I, I+N, I+2N, ... (a job array: run I = 0..N-1 into the same --out)")
-    x.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: run.device)")
-    x.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_shared_options(x, "device", "quiet")
     x.set_defaults(func=_cmd_cues_extract)
     s = csub.add_parser("sec", help="SEC localization cues from extracted maps",
                         description="Multi-hot SEC cues per image on the cues.grid grid (0: image size): class c "
@@ -250,7 +262,7 @@ def _build_cues_parser(sub: argparse._SubParsersAction) -> None:
     _add_config_options(s)
     s.add_argument("--maps", type=Path, required=True, help="a folder written by cues extract")
     s.add_argument("--out", type=Path, default=None, help="output folder (default MAPS/sec)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_shared_options(s, "quiet")
     s.set_defaults(func=_cmd_cues_sec)
     e = csub.add_parser("evaluate", help="pseudo-label mIoU over the background threshold, seed precision/recall",
                         description="On a split with ground truth: the pseudo-label mIoU swept over the background "
@@ -263,7 +275,7 @@ def _build_cues_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", default=None, help="split with ground truth (default: the split the maps are of)")
     e.add_argument("--out", type=Path, default=None, help="output folder for one --maps (default MAPS/quality)")
     e.add_argument("--json", type=Path, default=None, help="also write all results (without configs) here")
-    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_shared_options(e, "quiet")
     e.set_defaults(func=_cmd_cues_evaluate)
     v = csub.add_parser("show", help="PNG grid: image, ground truth and each mechanism's maps",
                         description="One row per (image, ground-truth class): the image, its ground truth and the "
@@ -279,8 +291,7 @@ def _build_cues_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--ids", nargs="+", default=[], help="image ids to show (default: the first --count)")
     v.add_argument("--count", type=int, default=4, help="how many images (default 4)")
     v.add_argument("--tile", type=int, default=128, help="tile size in pixels (default 128)")
-    v.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: run.device)")
-    v.add_argument("--quiet", action="store_true", help="no summary line")
+    _add_shared_options(v, "device", "quiet")
     v.set_defaults(func=_cmd_cues_show)
 
 
@@ -321,7 +332,7 @@ def _build_eval_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--root", "--gt", dest="root", type=Path, required=True, help="dataset folder (VOC layout)")
     s.add_argument("--split", default="val", help="split whose ground truth to use (default val)")
     s.add_argument("--json", type=Path, default=None, help="also write the scores as JSON here")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_shared_options(s, "quiet")
     s.set_defaults(func=_cmd_eval_segmentation)
 
 
@@ -334,8 +345,8 @@ def _cmd_segment_train(args: argparse.Namespace) -> int:
     if supervision == "sec" and args.cues is None:
         raise ValueError("`segment train` with supervision 'sec' needs --cues DIR (a folder written by "
                          "`sharpen cues sec`); or use --supervision full")
-    name = "full" if supervision == "full" else Path(args.cues).resolve().name
-    out = args.out or Path(cfg.run.run_dir) / "segment" / name
+    name = FULL_SUPERVISION if supervision == "full" else segmenter_for_cues(args.cues, cfg.data.train_split)
+    out = args.out or RunLayout(cfg.run.run_dir).segmenter(name)
     train_segmenter(cfg, out, cues_dir=args.cues, supervision=supervision, resume=args.resume,
                     progress=not args.quiet)
     return 0
@@ -346,7 +357,7 @@ def _cmd_segment_predict(args: argparse.Namespace) -> int:
 
     cfg = _stage_config(args)
     split = args.split or cfg.data.val_split
-    out = args.out or Path(args.checkpoint).resolve().parent / "predict" / split
+    out = args.out or RunLayout(cfg.run.run_dir).prediction(Path(args.checkpoint).resolve().parent.name, split)
     crf = args.crf or cfg.segment.predict_crf
     predict_split(cfg, args.checkpoint, split, out, crf=crf, submission=args.submission,
                   progress=not args.quiet)
@@ -367,10 +378,10 @@ def _build_segment_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--cues", type=Path, default=None, help="SEC cue folder (from `sharpen cues sec`)")
     t.add_argument("--supervision", choices=("sec", "full"), default=None,
                    help="sec: from cues (default segment.supervision); full: ground-truth masks (upper bound)")
-    t.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/segment/<cues name>)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    t.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default run.device)")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--out", type=Path, default=None,
+                   help="output folder (default RUN_DIR/segment/<variant>-<mechanism> for a cue folder "
+                        "RUN_DIR/cues/<variant>/<mechanism>/<split>/sec, as `sharpen run`; else the cue folder's name)")
+    _add_shared_options(t, "resume", "device", "quiet")
     t.set_defaults(func=_cmd_segment_train)
     r = ssub.add_parser("predict", help="predict a split: multi-scale + flip, dense CRF, palette PNGs",
                         description="Predict every image of a split at full resolution; write OUT/pred (no CRF) "
@@ -379,25 +390,22 @@ def _build_segment_parser(sub: argparse._SubParsersAction) -> None:
     _add_config_options(r)
     r.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt of `segment train`")
     r.add_argument("--split", default=None, help="split to predict (default data.val_split)")
-    r.add_argument("--out", type=Path, default=None, help="output folder (default CKPT_DIR/predict/<split>)")
+    r.add_argument("--out", type=Path, default=None,
+                   help="output folder (default RUN_DIR/predict/<checkpoint folder>/<split>, as `sharpen run`)")
     r.add_argument("--crf", choices=("on", "off", "both"), default=None, help="default segment.predict_crf")
     r.add_argument("--submission", action="store_true",
                    help="also write results/VOC2012/Segmentation/comp6_test_cls/<id>.png and a .tar.gz")
-    r.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default run.device)")
-    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_shared_options(r, "device", "quiet")
     r.set_defaults(func=_cmd_segment_predict)
 
 
 # --------------------------------------------------------------------------- run
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_config
     from .run import run_pipeline
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = _stage_config(args)
     if args.run_dir is not None:
         cfg.run.run_dir = str(args.run_dir)
-    if args.device:
-        cfg.run.device = args.device
     run_pipeline(cfg, progress=not args.quiet, from_stage=args.from_stage, only=args.only, seeds=args.seeds)
     return 0
 
@@ -419,8 +427,7 @@ def _build_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", metavar="STAGE", default=None, help="run only STAGE (the earlier ones must be done)")
     p.add_argument("--seeds", type=int, default=1,
                    help="repeat the run with N seeds (run.seed, run.seed+1, ...) and report mean +- std")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default run.device)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_shared_options(p, "device", "quiet")
     p.set_defaults(func=_cmd_run)
 
 

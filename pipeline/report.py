@@ -461,7 +461,7 @@ def draw_figures(report: dict[str, Any], summary: dict[str, Any], fig_dir: Path,
             def grid() -> None:
                 from cues.show import show_maps
 
-                from .config import config_from_dict
+                from sharpen_core.config import config_from_dict
 
                 raw = json.loads(json.dumps(summary.get("config") or {}))
                 if summary.get("dataset_root"):
@@ -517,13 +517,19 @@ def build_report(summary: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def write_report(run_dir: str | Path, summary: dict[str, Any], show_grid: bool = True) -> dict[str, Any]:
-    """Write ``report.json``, ``report.md`` and ``figures/`` under ``run_dir``; return the report.json content."""
+def write_report(run_dir: str | Path, summary: dict[str, Any], show_grid: bool = True,
+                 before_writing: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Write ``report.json``, ``report.md`` and ``figures/`` under ``run_dir``; return the report.json content.
+
+    ``before_writing(report)`` may complete the report once the figures are drawn (``sharpen run``
+    adds the report stage's own time), so each file is written once."""
     run_dir = Path(run_dir)
     report = build_report(summary)
     fig_dir = run_dir / FIGURES_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
     report["figures"] = draw_figures(report, summary, fig_dir, show_grid, report["notes"])
+    if before_writing is not None:
+        before_writing(report)
     write_json_atomic(run_dir / "report.json", report)
     write_bytes_atomic(run_dir / "report.md", report_markdown(report).encode())
     return report

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import errno
-import hashlib
 import json
 import resource
 import shutil
@@ -48,19 +47,12 @@ from typing import Any, Callable
 from data.errors import DatasetError
 from data.io import write_bytes_atomic, write_json_atomic
 
-from .config import Config, ConfigError, dump_toml
+from sharpen_core.config import Config, ConfigError, dump_toml
+from sharpen_core.layout import FULL_SUPERVISION, RunLayout, segmenter_name
+from sharpen_core.records import DEPENDS, config_part, fingerprint
+from sharpen_core.stage_records import PredictRecord, QualityRecord, StageRecord
 
 STAGES = ("data", "classify", "cues", "segment", "predict", "report")
-# The config sections (and [run] keys) each stage's outputs depend on, beyond the earlier stages'.
-_STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "data": ("data",),
-    "classify": ("classify", "run.seed"),
-    "cues": ("cues", "eval", "run.cue_sets"),
-    "segment": ("segment", "run.full_supervision"),
-    "predict": ("run.submission",),
-    "report": (),
-}
-STAGE_RECORDS = "stages"
 
 
 class DiskFullError(OSError):
@@ -93,21 +85,9 @@ def _reset_peak() -> bool:
         return False
 
 
-def _config_part(cfg: Config, key: str) -> Any:
-    d = cfg.to_dict()
-    if "." in key:
-        section, name = key.split(".", 1)
-        return d[section][name]
-    return d[key]
-
-
 def stage_hash(cfg: Config, stage: str) -> str:
     """Hash of everything ``stage``'s outputs depend on: its config part and every earlier stage's."""
-    keys: list[str] = []
-    for name in STAGES[: STAGES.index(stage) + 1]:
-        keys.extend(_STAGE_SECTIONS[name])
-    payload = json.dumps({k: _config_part(cfg, k) for k in keys}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return fingerprint(config_part(cfg, [f"run.{name}" for name in STAGES[: STAGES.index(stage) + 1]]))
 
 
 def check_run_config(cfg: Config) -> None:
@@ -147,41 +127,6 @@ def cue_sets(cfg: Config) -> list[tuple[str, str]]:
 
 def cue_split(cfg: Config) -> str:
     return cfg.eval.cue_split or cfg.data.train_split
-
-
-class RunLayout:
-    """Where each stage keeps its outputs under the run folder."""
-
-    def __init__(self, run_dir: Path):
-        self.root = Path(run_dir)
-
-    def stage_record(self, stage: str) -> Path:
-        return self.root / STAGE_RECORDS / f"{stage}.json"
-
-    def stage_started(self, stage: str) -> Path:
-        return self.root / STAGE_RECORDS / f"{stage}.started.json"
-
-    def classifier(self, variant: str) -> Path:
-        return self.root / "classify" / variant
-
-    def maps(self, variant: str, mechanism: str, split: str) -> Path:
-        return self.root / "cues" / variant / mechanism / split
-
-    def segmenter(self, name: str) -> Path:
-        return self.root / "segment" / name
-
-    def prediction(self, name: str, split: str) -> Path:
-        return self.root / "predict" / name / split
-
-    def stage_outputs(self, stage: str) -> list[Path]:
-        """What ``--from`` deletes to redo ``stage``."""
-        if stage == "report":
-            return [self.root / "report.md", self.root / "report.json", self.root / "figures"]
-        return [self.root / stage]
-
-
-def segmenter_name(variant: str, mechanism: str) -> str:
-    return f"{variant}-{mechanism}"
 
 
 # --------------------------------------------------------------------------- stages
@@ -251,10 +196,11 @@ def run_cues_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dic
     sets = cue_sets(cfg)
     for i, (variant, mechanism) in enumerate(sets, 1):
         maps_dir = layout.maps(variant, mechanism, split)
-        quality = maps_dir / "quality" / "quality.json"
+        quality = layout.quality(variant, mechanism, split)
         print(f"  cues [{i}/{len(sets)}] {variant}:{mechanism}")
-        if quality.is_file():
-            result = json.loads(quality.read_text())
+        existing = QualityRecord.read(quality)
+        if existing is not None:
+            result = existing.to_json()
         else:
             extract_maps(cfg, layout.classifier(variant) / "checkpoint.pt", mechanism, maps_dir, split=split,
                          progress=progress)
@@ -270,9 +216,9 @@ def run_cues_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dic
 def _segmenters(cfg: Config, layout: RunLayout) -> list[tuple[str, Path | None, str]]:
     """(name, cue folder or None, supervision) of every segmenter the run trains."""
     out: list[tuple[str, Path | None, str]] = [
-        (segmenter_name(v, m), layout.maps(v, m, cfg.data.train_split) / "sec", "sec") for v, m in cue_sets(cfg)]
+        (segmenter_name(v, m), layout.cues(v, m, cfg.data.train_split), "sec") for v, m in cue_sets(cfg)]
     if cfg.run.full_supervision:
-        out.append(("full", None, "full"))
+        out.append((FULL_SUPERVISION, None, "full"))
     return out
 
 
@@ -291,11 +237,6 @@ def run_segment_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> 
     return outputs
 
 
-def _prediction_miou(record: dict[str, Any], crf: bool) -> float | None:
-    scores = (record.get("scores") or {}).get("pred_crf" if crf else "pred")
-    return None if not scores else scores.get("miou")
-
-
 def run_predict_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
     """Predict val with every segmenter (without and with CRF); submit the best one on the test split."""
     from segment.predict import predict_split
@@ -307,23 +248,24 @@ def run_predict_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> 
     for i, (name, _, _) in enumerate(segmenters, 1):
         print(f"  predict [{i}/{len(segmenters)}] {name} on {split}")
         out = layout.prediction(name, split)
-        records[name] = predict_split(cfg, layout.segmenter(name) / "checkpoint.pt", split, out,
-                                      crf=cfg.segment.predict_crf, progress=progress)
-        outputs[name] = str(out / "predict.json")
-    weak = {n: r for n, r in records.items() if n != "full"}
+        records[name] = PredictRecord.from_json(predict_split(cfg, layout.segmenter(name) / "checkpoint.pt", split,
+                                                              out, crf=cfg.segment.predict_crf, progress=progress))
+        outputs[name] = str(out / PredictRecord.FILE)
+    weak = {n: r for n, r in records.items() if n != FULL_SUPERVISION}
     if cfg.run.submission and weak:
-        def key(item: tuple[str, dict[str, Any]]) -> float:
-            v = _prediction_miou(item[1], crf=True)
-            v = _prediction_miou(item[1], crf=False) if v is None else v
+        def key(item: tuple[str, PredictRecord]) -> float:
+            v = item[1].miou_of(crf=True)
+            v = item[1].miou_of(crf=False) if v is None else v
             return -1.0 if v is None else v
 
         best = max(weak.items(), key=key)[0]
         test = cfg.data.test_split
         print(f"  predict: test-split submission of the best segmenter, {best}")
         out = layout.prediction(best, test)
-        record = predict_split(cfg, layout.segmenter(best) / "checkpoint.pt", test, out,
-                               crf=cfg.segment.predict_crf, submission=True, progress=progress)
-        tarball = record.get("submission")
+        record = PredictRecord.from_json(predict_split(cfg, layout.segmenter(best) / "checkpoint.pt", test, out,
+                                                       crf=cfg.segment.predict_crf, submission=True,
+                                                       progress=progress))
+        tarball = record.submission
         submission: dict[str, Any] = {"segmenter": best, "split": test, "tarball": tarball, "test_miou": None}
         if tarball:
             from eval.predictions import evaluate_prediction_folder
@@ -368,36 +310,33 @@ def collect_summary(cfg: Config, layout: RunLayout) -> dict[str, Any]:
             }
             if mechanism is not None:
                 maps_dir = layout.maps(variant, mechanism, cfg.data.train_split)
-                quality = _read_json(maps_dir / "quality" / "quality.json")
+                quality = QualityRecord.read(layout.quality(variant, mechanism, cfg.data.train_split))
                 if quality:
-                    row.update(cue_best_tau=quality["best_tau"], cue_miou=quality["best_miou"],
-                               seed_precision=quality["seeds"]["mean_precision"],
-                               seed_recall=quality["seeds"]["mean_recall"],
-                               tau_curve={"tau": quality["tau"], "miou": quality["miou"]}, maps_dir=str(maps_dir))
-                predicted = _read_json(layout.prediction(segmenter_name(variant, mechanism), split) / "predict.json")
+                    row.update(cue_best_tau=quality.best_tau, cue_miou=quality.best_miou,
+                               seed_precision=quality.seed_precision, seed_recall=quality.seed_recall,
+                               tau_curve={"tau": quality.tau, "miou": quality.miou}, maps_dir=str(maps_dir))
+                predicted = PredictRecord.read(layout.prediction(segmenter_name(variant, mechanism), split) /
+                                               PredictRecord.FILE)
                 if predicted:
-                    row["seg_miou"] = _prediction_miou(predicted, crf=False)
-                    row["seg_miou_crf"] = _prediction_miou(predicted, crf=True)
-                    scores = (predicted.get("scores") or {})
-                    best = scores.get("pred_crf") or scores.get("pred") or {}
-                    row["per_class_iou"] = best.get("per_class_iou") or best.get("iou") or {}
+                    row["seg_miou"] = predicted.miou_of(crf=False)
+                    row["seg_miou_crf"] = predicted.miou_of(crf=True)
+                    row["per_class_iou"] = predicted.best_scores().get("per_class_iou") or {}
             rows.append(row)
-    full = _read_json(layout.prediction("full", split) / "predict.json") if cfg.run.full_supervision else None
+    full = PredictRecord.read(layout.prediction(FULL_SUPERVISION, split) / PredictRecord.FILE) \
+        if cfg.run.full_supervision else None
     stages = {}
     for stage in STAGES:
-        rec = _read_json(layout.stage_record(stage))
+        rec = StageRecord.read(layout.stage_record(stage))
         if rec:
-            stages[stage] = {k: rec[k] for k in ("wall_seconds", "peak_rss_mib", "children_peak_rss_mib", "status")
-                             if k in rec}
+            stages[stage] = rec.timings()
     submission = _read_json(layout.root / "predict" / "submission.json")
-    full_scores = (full or {}).get("scores") or {}
-    full_best = full_scores.get("pred_crf") or full_scores.get("pred") or {}
+    full_best = full.best_scores() if full else {}
     return {
         "name": cfg.run.name, "config": cfg.to_dict(), "config_source": cfg.source, "seeds": [cfg.run.seed],
         "rows": rows,
-        "full_supervision_miou": _prediction_miou(full, crf=False) if full else None,
-        "full_supervision_miou_crf": _prediction_miou(full, crf=True) if full else None,
-        "full_per_class_iou": full_best.get("per_class_iou") or full_best.get("iou") or {},
+        "full_supervision_miou": full.miou_of(crf=False) if full else None,
+        "full_supervision_miou_crf": full.miou_of(crf=True) if full else None,
+        "full_per_class_iou": full_best.get("per_class_iou") or {},
         "stages": stages,
         "total_wall_seconds": sum(s.get("wall_seconds", 0.0) for s in stages.values()),
         "peak_rss_mib": max([s.get("peak_rss_mib", 0.0) for s in stages.values()] or [0.0]),
@@ -407,18 +346,18 @@ def collect_summary(cfg: Config, layout: RunLayout) -> dict[str, Any]:
 
 def run_report_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
     """Write ``report.md``, ``report.json`` and ``figures/`` from the stages' outputs."""
-    from .report import report_markdown, write_report
+    from .report import write_report
 
     t0 = time.perf_counter()
-    summary = collect_summary(cfg, layout)
-    report = write_report(layout.root, summary)
-    # The report's own stage: its time so far (the record written after it adds only the bookkeeping).
-    seconds, peak = time.perf_counter() - t0, _peak_rss_mib()
-    report["stages"]["report"] = {"status": "done", "wall_seconds": seconds, "wall_seconds_std": None,
-                                  "wall_seconds_values": [seconds], "peak_rss_mib": peak, "peak_rss_mib_std": None,
-                                  "peak_rss_mib_values": [peak]}
-    write_json_atomic(layout.root / "report.json", report)
-    write_bytes_atomic(layout.root / "report.md", report_markdown(report).encode())
+
+    def own_stage(report: dict[str, Any]) -> None:
+        # The report's own stage: its time so far (the record written after it adds only the bookkeeping).
+        seconds, peak = time.perf_counter() - t0, _peak_rss_mib()
+        report["stages"]["report"] = {"status": "done", "wall_seconds": seconds, "wall_seconds_std": None,
+                                      "wall_seconds_values": [seconds], "peak_rss_mib": peak,
+                                      "peak_rss_mib_std": None, "peak_rss_mib_values": [peak]}
+
+    write_report(layout.root, collect_summary(cfg, layout), before_writing=own_stage)
     print(f"  report: {layout.root / 'report.md'}")
     return {"report": str(layout.root / "report.json")}
 
@@ -435,9 +374,9 @@ def _stage_status(cfg: Config, layout: RunLayout, stage: str) -> str:
     """"done" (finished with this config), "absent", or "other" (finished or started with another config)."""
     h = stage_hash(cfg, stage)
     for path, state in ((layout.stage_record(stage), "done"), (layout.stage_started(stage), "started")):
-        rec = _read_json(path)
+        rec = StageRecord.read(path)
         if rec is not None:
-            if rec.get("config_hash") != h:
+            if rec.config_hash != h:
                 return "other"
             if state == "done":
                 return "done"
@@ -458,7 +397,7 @@ def _clear_stages(layout: RunLayout, stages: list[str]) -> None:
 
 def _run_stage(cfg: Config, layout: RunLayout, stage: str, progress: bool) -> dict[str, Any]:
     h = stage_hash(cfg, stage)
-    write_json_atomic(layout.stage_started(stage), {"stage": stage, "config_hash": h})
+    StageRecord(stage=stage, config_hash=h).write(layout.stage_started(stage))
     _reset_peak()
     t0 = time.perf_counter()
     try:
@@ -469,11 +408,11 @@ def _run_stage(cfg: Config, layout: RunLayout, stage: str, progress: bool) -> di
                                               "finished is lost: free some space and run the same command "
                                               "again to resume") from None
         raise
-    record = {"stage": stage, "config_hash": h, "status": "done", "wall_seconds": time.perf_counter() - t0,
-              "peak_rss_mib": _peak_rss_mib(), "children_peak_rss_mib": _children_peak_rss_mib(),
-              "outputs": outputs}
-    write_json_atomic(layout.stage_record(stage), record)
-    return record
+    record = StageRecord(stage=stage, config_hash=h, status="done", wall_seconds=time.perf_counter() - t0,
+                         peak_rss_mib=_peak_rss_mib(), children_peak_rss_mib=_children_peak_rss_mib(),
+                         outputs=outputs)
+    record.write(layout.stage_record(stage))
+    return record.to_json()
 
 
 def run_one(cfg: Config, progress: bool = True, from_stage: str | None = None,
@@ -496,7 +435,7 @@ def run_one(cfg: Config, progress: bool = True, from_stage: str | None = None,
         if _stage_status(cfg, layout, stage) == "other":
             raise ConfigError(
                 f"{layout.root}: stage {stage!r} here was made with another config "
-                f"(its part: {', '.join(_STAGE_SECTIONS[stage]) or 'the earlier stages'}); refusing to mix. "
+                f"(its part: {', '.join(DEPENDS['run.' + stage][0]) or 'the earlier stages'}); refusing to mix. "
                 f"Rerun with --from {stage} to redo it and the later stages, use a new --run-dir, or delete "
                 f"{layout.root} to start fresh")
     first = selected[0] if selected else None
@@ -513,8 +452,8 @@ def run_one(cfg: Config, progress: bool = True, from_stage: str | None = None,
     for i, stage in enumerate(selected, 1):
         if _stage_status(cfg, layout, stage) == "done":
             print(f"[{i}/{len(selected)}] {stage}: up to date, skipped")
-            rec = _read_json(layout.stage_record(stage)) or {}
-            stages[stage] = {**rec, "status": "skipped (up to date)"}
+            rec = StageRecord.read(layout.stage_record(stage))
+            stages[stage] = {**(rec.to_json() if rec else {}), "status": "skipped (up to date)"}
             continue
         print(f"[{i}/{len(selected)}] {stage}")
         stages[stage] = _run_stage(cfg, layout, stage, progress)

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cues.sec import CUES_RECORD, load_cues
 from data.errors import DatasetError
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from data.voc import VOCSegmentation
+from sharpen_core.cue_files import CUES_RECORD, load_cues
 
 SUPERVISIONS = ("sec", "full")
 

@@ -16,7 +16,6 @@ state dict, ...}`` and are read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision import models as tvm
 
-from classify.models import CheckpointMismatch, read_state_dict
-from data.io import write_bytes_atomic
+from sharpen_core.checkpoints import CheckpointMismatch, load_checkpoint, read_state_dict, save_checkpoint, unwrap
 
 SEGMENTERS: tuple[str, ...] = ("deeplab-largefov", "deeplabv3plus")
 LARGEFOV_ENCODER = "vgg16"  # the only backbone of DeepLab-LargeFOV (what meta["encoder"] says)
@@ -212,11 +210,6 @@ def build_segmenter(model: str, encoder: str = "resnet50", num_classes: int = 21
     return net
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside DistributedDataParallel / DataParallel, else the model itself."""
-    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
-
-
 def last_layer(model: nn.Module) -> nn.Module:
     """The classification layer: LargeFOV's fc8, DeepLabV3+'s segmentation head conv."""
     model = unwrap(model)
@@ -251,21 +244,12 @@ def save_segmenter(path: str | Path, model: nn.Module, meta: dict[str, Any], ext
     absent = [k for k in META_KEYS if k not in meta]
     if absent:
         raise ValueError(f"segmenter meta lacks {absent}; expected at least {list(META_KEYS)}")
-    state = {**(extra or {}), "meta": dict(meta), "model": unwrap(model).state_dict()}
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    write_bytes_atomic(path, buf.getvalue())
+    save_checkpoint(path, {**(extra or {}), "meta": dict(meta), "model": unwrap(model).state_dict()})
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict (``weights_only=True``), with a clear error for a missing or bad file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"{path}: not a readable checkpoint ({e})") from None
+    state = load_checkpoint(path)
     if not isinstance(state, dict) or not isinstance(state.get("meta"), dict) or not isinstance(state.get("model"), dict):
         raise ValueError(f"{path}: not a segmenter checkpoint; expected one written by `sharpen segment train`")
     return state

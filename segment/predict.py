@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import time
+from dataclasses import dataclass
 from collections import deque
 from pathlib import Path
 from typing import Any, Sequence
@@ -45,14 +45,16 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from data.errors import DatasetError
-from data.io import file_sha256, write_json_atomic, write_mask
+from data.io import file_sha256, write_mask
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from data.voc import VOCSegmentation
-from eval.predictions import read_prediction
+from eval.prediction_files import read_prediction
+from sharpen_core.records import refuse_changed
+from sharpen_core.stage_records import PredictRecord, read_predict_params, write_predict_running
 
 PRED_SUBDIR = "pred"
 CRF_SUBDIR = "pred_crf"
-RECORD_NAME = "predict.json"
+RECORD_NAME = PredictRecord.FILE
 CRF_MODES = ("on", "off", "both")
 MAX_PENDING_CHUNKS = 2  # CRF chunks in flight while the network runs ahead
 _PATH_KEYS = ("checkpoint", "dataset")  # recorded, but not compared on a rerun
@@ -165,7 +167,7 @@ def _worker_init(_: int) -> None:
 
 
 def _image_shape(dataset: VOCSegmentation, image_id: str) -> tuple[int, int]:
-    from .submission import image_size
+    from eval.submission import image_size
 
     return image_size(dataset, image_id)
 
@@ -205,23 +207,16 @@ def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
     """Record the parameters in ``predict.json``, or check that the folder's predictions were made with them."""
     path = out_dir / RECORD_NAME
     if path.is_file():
-        try:
-            old = json.loads(path.read_text())["params"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise DatasetError(path, f"unreadable prediction record ({e}); delete it or use another --out") from None
+        old = read_predict_params(path)
         # paths may change (a moved run folder); the checkpoint's content (sha256) and settings may not
-        diff = {k: (old.get(k), v) for k, v in params.items() if k not in _PATH_KEYS and old.get(k) != v}
-        if diff:
-            shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-            raise ValueError(f"{path}: this folder holds predictions made with other parameters ({shown}); "
-                             f"use another --out, or delete {out_dir} to start fresh")
+        refuse_changed(path, "predictions", old, params, ignore=_PATH_KEYS, folder=out_dir)
     else:
         for sub in (PRED_SUBDIR, CRF_SUBDIR):
             if any((out_dir / sub).glob("*.png")):
                 raise ValueError(f"{out_dir / sub}: predictions without {RECORD_NAME}; use another --out, or "
                                  f"delete {out_dir} to start fresh")
     # until this run ends, the record says so (an earlier run's counts and scores no longer hold)
-    write_json_atomic(path, {"stage": "segment predict", "status": "running", "params": params})
+    write_predict_running(path, params)
 
 
 def _crf_params_dict(params: Any) -> Any:
@@ -230,16 +225,36 @@ def _crf_params_dict(params: Any) -> Any:
     return _jsonable(getattr(params, "__dict__", params))
 
 
-def predict_split(cfg: Any, checkpoint: str | Path, split: str, out_dir: str | Path, crf: str = "both",
-                  submission: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Predict every image of ``split`` into ``out_dir/pred`` and/or ``out_dir/pred_crf``; return the record.
+@dataclass
+class Prediction:
+    """What one prediction run of a split holds (from :func:`set_up_prediction`)."""
 
-    ``crf``: "off" writes ``pred`` only, "on" ``pred_crf`` only, "both" both. ``submission`` then
-    writes the VOC test-server layout and tarball from ``pred_crf`` (``pred`` when crf is "off").
-    """
-    from pipeline.device import resolve_device
+    cfg: Any
+    checkpoint: Path
+    dataset: VOCSegmentation
+    out_dir: Path
+    crf: str
+    device: torch.device
+    model: nn.Module
+    meta: dict[str, Any]
+    num_classes: int
+    input_size: int
+    scales: list[float]
+    amp: bool
+    crf_params: Any
+    params: dict[str, Any]
 
-    from .crf import CRFParams, CRFPool
+    @property
+    def folders(self) -> dict[str, bool]:
+        """Output subfolder -> whether this run writes it."""
+        return {PRED_SUBDIR: self.crf in ("off", "both"), CRF_SUBDIR: self.crf in ("on", "both")}
+
+
+def set_up_prediction(cfg: Any, checkpoint: str | Path, split: str, out_dir: str | Path, crf: str) -> Prediction:
+    """Check the settings, load the segmenter, and claim ``out_dir`` (its ``predict.json`` parameters)."""
+    from sharpen_core.device import resolve_device
+
+    from .crf import CRFParams
     from .models import load_segmenter
 
     if crf not in CRF_MODES:
@@ -260,7 +275,6 @@ def predict_split(cfg: Any, checkpoint: str | Path, split: str, out_dir: str | P
     input_size = int(meta.get("input_size") or sc.crop_size)
     amp = bool(sc.amp) and device.type == "cuda"
     crf_params = CRFParams.from_config(sc)
-    want_plain, want_crf = crf in ("off", "both"), crf in ("on", "both")
     params = {
         "checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": file_sha256(checkpoint),
         "dataset": str(dataset.root.resolve()), "split": split, "images": len(dataset),
@@ -270,24 +284,107 @@ def predict_split(cfg: Any, checkpoint: str | Path, split: str, out_dir: str | P
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     _claim_folder(out_dir, params)
-    folders = {PRED_SUBDIR: want_plain, CRF_SUBDIR: want_crf}
-    for sub, wanted in folders.items():
+    p = Prediction(cfg, Path(checkpoint), dataset, out_dir, crf, device, model, meta, num_classes, input_size, scales,
+                   amp, crf_params, params)
+    for sub, wanted in p.folders.items():
         if wanted:
             (out_dir / sub).mkdir(exist_ok=True)
+    return p
 
+
+def images_to_predict(p: Prediction) -> list[int]:
+    """Resume: the images whose outputs are missing or broken (a killed run's temp files removed)."""
     todo: list[int] = []
-    for i, image_id in enumerate(dataset.ids):
-        shape = _image_shape(dataset, image_id)
-        if not all(_output_ok(out_dir / sub / f"{image_id}.png", shape, num_classes)
-                   for sub, wanted in folders.items() if wanted):
-            for sub, wanted in folders.items():
+    for i, image_id in enumerate(p.dataset.ids):
+        shape = _image_shape(p.dataset, image_id)
+        if not all(_output_ok(p.out_dir / sub / f"{image_id}.png", shape, p.num_classes)
+                   for sub, wanted in p.folders.items() if wanted):
+            for sub, wanted in p.folders.items():
                 if wanted:
-                    _remove_partial(out_dir / sub, image_id)
+                    _remove_partial(p.out_dir / sub, image_id)
             todo.append(i)
-    skipped = len(dataset) - len(todo)
+    return todo
+
+
+def predict_chunk(p: Prediction, batch: list[dict[str, Any]], pool: Any, bar: tqdm) -> tuple[list[str], Any] | None:
+    """One step: the network on a chunk of images; write ``pred``; queue their CRF (the pending job, or None)."""
+    want_plain, want_crf = p.folders[PRED_SUBDIR], p.folders[CRF_SUBDIR]
+    probs = batch_probabilities(p.model, [s["scaled"] for s in batch], [s["image"].shape[:2] for s in batch],
+                                bool(p.cfg.segment.predict_flip), p.device, p.amp)
+    crf_ids, crf_images, crf_probs, crf_sets = [], [], [], []
+    for sample, prob in zip(batch, probs):
+        image_id = sample["id"]
+        plain = prob.argmax(0).astype(np.uint8)
+        if want_plain:
+            write_mask(p.out_dir / PRED_SUBDIR / f"{image_id}.png", plain)
+        if not want_crf:
+            bar.update(1)
+            continue
+        labels = crf_labels(plain)
+        if len(labels) == 1:  # background everywhere: a one-label CRF is the identity
+            write_mask(p.out_dir / CRF_SUBDIR / f"{image_id}.png", plain)
+            bar.update(1)
+            continue
+        crf_ids.append(image_id)
+        crf_images.append(sample["image"])
+        crf_probs.append(prob)
+        crf_sets.append(labels)
+    if not crf_ids:
+        return None
+    return crf_ids, pool.map_async(crf_images, crf_probs, crf_sets, 1.0)
+
+
+def write_crf_chunk(p: Prediction, ids: list[str], job: Any, bar: tqdm) -> float:
+    """Wait for a chunk's CRF and write ``pred_crf``; return the seconds spent waiting."""
+    t = time.perf_counter()
+    refined = job.get()
+    waited = time.perf_counter() - t
+    for image_id, q in zip(ids, refined):
+        write_mask(p.out_dir / CRF_SUBDIR / f"{image_id}.png", np.asarray(q).argmax(0).astype(np.uint8))
+        bar.update(1)
+    return waited
+
+
+def save_prediction(p: Prediction, record: PredictRecord, submission: bool, progress: bool) -> PredictRecord:
+    """Score the outputs (splits with masks), write the submission if asked, and ``predict.json``."""
+    split = p.dataset.split
+    if p.dataset.masks:
+        from eval.predictions import evaluate_prediction_folders
+
+        scores = evaluate_prediction_folders({sub: p.out_dir / sub for sub, w in p.folders.items() if w},
+                                             p.cfg.data.root, split, progress)
+        record.miou = {sub: s.to_dict()["miou"] for sub, s in scores.items()}
+        record.scores = {sub: s.to_dict() for sub, s in scores.items()}
+        if progress:
+            for sub, s in scores.items():
+                print(f"[segment predict] {split} {sub}:\n{s.table()}")
+    if submission:
+        from .submission import write_submission
+
+        source = p.out_dir / (CRF_SUBDIR if p.folders[CRF_SUBDIR] else PRED_SUBDIR)
+        record.submission = str(write_submission(source, p.dataset, p.out_dir, progress=progress))
+        record.submission_source = str(source)
+    record.config = p.cfg.to_dict()
+    record.write(p.out_dir / RECORD_NAME)
+    return record
+
+
+def predict_split(cfg: Any, checkpoint: str | Path, split: str, out_dir: str | Path, crf: str = "both",
+                  submission: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Predict every image of ``split`` into ``out_dir/pred`` and/or ``out_dir/pred_crf``; return the record.
+
+    ``crf``: "off" writes ``pred`` only, "on" ``pred_crf`` only, "both" both. ``submission`` then
+    writes the VOC test-server layout and tarball from ``pred_crf`` (``pred`` when crf is "off").
+    """
+    from .crf import CRFPool
+
+    p = set_up_prediction(cfg, checkpoint, split, out_dir, crf)
+    sc, out_dir = cfg.segment, p.out_dir
+    todo = images_to_predict(p)
+    skipped = len(p.dataset) - len(todo)
 
     chunk = max(1, int(sc.batch_size))
-    items = _Items(dataset, todo, input_size, scales, cfg.data.mean, cfg.data.std)
+    items = _Items(p.dataset, todo, p.input_size, p.scales, cfg.data.mean, cfg.data.std)
     workers = int(cfg.data.num_workers) if len(todo) > chunk else 0
     loader = torch.utils.data.DataLoader(items, batch_size=chunk, shuffle=False, num_workers=workers,
                                          collate_fn=_collate, worker_init_fn=_worker_init if workers else None)
@@ -295,79 +392,34 @@ def predict_split(cfg: Any, checkpoint: str | Path, split: str, out_dir: str | P
     t0 = time.perf_counter()
     crf_seconds_waited = 0.0
     pending: deque[tuple[list[str], Any]] = deque()
-
-    def finish(ids: list[str], job: Any) -> None:
-        nonlocal crf_seconds_waited
-        t = time.perf_counter()
-        refined = job.get()
-        crf_seconds_waited += time.perf_counter() - t
-        for image_id, q in zip(ids, refined):
-            write_mask(out_dir / CRF_SUBDIR / f"{image_id}.png", np.asarray(q).argmax(0).astype(np.uint8))
-            bar.update(1)
-
     try:
-        with (CRFPool(int(sc.crf_processes), crf_params) if want_crf else contextlib.nullcontext()) as pool:
+        with (CRFPool(int(sc.crf_processes), p.crf_params) if p.folders[CRF_SUBDIR]
+              else contextlib.nullcontext()) as pool:
             for batch in loader:
-                probs = batch_probabilities(model, [s["scaled"] for s in batch],
-                                            [s["image"].shape[:2] for s in batch], bool(sc.predict_flip), device, amp)
-                crf_ids, crf_images, crf_probs, crf_sets = [], [], [], []
-                for sample, p in zip(batch, probs):
-                    image_id = sample["id"]
-                    plain = p.argmax(0).astype(np.uint8)
-                    if want_plain:
-                        write_mask(out_dir / PRED_SUBDIR / f"{image_id}.png", plain)
-                    if not want_crf:
-                        bar.update(1)
-                        continue
-                    labels = crf_labels(plain)
-                    if len(labels) == 1:  # background everywhere: a one-label CRF is the identity
-                        write_mask(out_dir / CRF_SUBDIR / f"{image_id}.png", plain)
-                        bar.update(1)
-                        continue
-                    crf_ids.append(image_id)
-                    crf_images.append(sample["image"])
-                    crf_probs.append(p)
-                    crf_sets.append(labels)
-                if crf_ids:
-                    pending.append((crf_ids, pool.map_async(crf_images, crf_probs, crf_sets, 1.0)))
+                job = predict_chunk(p, batch, pool, bar)
+                if job is not None:
+                    pending.append(job)
                 while len(pending) > MAX_PENDING_CHUNKS:
-                    finish(*pending.popleft())
+                    crf_seconds_waited += write_crf_chunk(p, *pending.popleft(), bar)
             while pending:
-                finish(*pending.popleft())
+                crf_seconds_waited += write_crf_chunk(p, *pending.popleft(), bar)
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
 
-    record: dict[str, Any] = {
-        "stage": "segment predict", "status": "done", "params": params,
-        "checkpoint": str(checkpoint), "meta": _jsonable(meta), "split": split, "crf": crf,
-        "outputs": {sub: str(out_dir / sub) for sub, wanted in folders.items() if wanted},
-        "counts": {"images": len(dataset), "predicted": len(todo), "skipped": skipped},
-        "seconds": seconds, "images_per_second": len(todo) / seconds if todo and seconds > 0 else None,
-        "crf_wait_seconds": crf_seconds_waited, "device": str(device), "amp": amp,
-        "crf_processes": int(sc.crf_processes), "loader_workers": workers, "chunk": chunk,
-    }
-    if dataset.masks:
-        from eval.predictions import evaluate_prediction_folders
-
-        scores = evaluate_prediction_folders({sub: out_dir / sub for sub, w in folders.items() if w},
-                                             cfg.data.root, split, progress)
-        record["miou"] = {sub: s.to_dict()["miou"] for sub, s in scores.items()}
-        record["scores"] = {sub: s.to_dict() for sub, s in scores.items()}
-        if progress:
-            for sub, s in scores.items():
-                print(f"[segment predict] {split} {sub}:\n{s.table()}")
-    if submission:
-        from .submission import write_submission
-
-        source = out_dir / (CRF_SUBDIR if want_crf else PRED_SUBDIR)
-        record["submission"] = str(write_submission(source, dataset, out_dir, progress=progress))
-        record["submission_source"] = str(source)
-    record["config"] = cfg.to_dict()
-    write_json_atomic(out_dir / RECORD_NAME, record)
+    record = PredictRecord(
+        stage="segment predict", status="done", params=p.params,
+        checkpoint=str(checkpoint), meta=_jsonable(p.meta), split=split, crf=crf,
+        outputs={sub: str(out_dir / sub) for sub, wanted in p.folders.items() if wanted},
+        counts={"images": len(p.dataset), "predicted": len(todo), "skipped": skipped},
+        seconds=seconds, images_per_second=len(todo) / seconds if todo and seconds > 0 else None,
+        crf_wait_seconds=crf_seconds_waited, device=str(p.device), amp=p.amp,
+        crf_processes=int(sc.crf_processes), loader_workers=workers, chunk=chunk,
+    )
+    save_prediction(p, record, submission, progress)
     if progress:
-        rate = f", {record['images_per_second']:.2f} images/s" if record["images_per_second"] else ""
-        miou = "".join(f", mIoU {sub} {100 * v:.2f}" for sub, v in record.get("miou", {}).items() if v is not None)
+        rate = f", {record.images_per_second:.2f} images/s" if record.images_per_second else ""
+        miou = "".join(f", mIoU {sub} {100 * v:.2f}" for sub, v in (record.miou or {}).items() if v is not None)
         print(f"[segment predict] {split}: {len(todo)} images predicted, {skipped} already done{rate}{miou} -> {out_dir}"
-              + (f"; submission {record['submission']}" if submission else ""))
-    return record
+              + (f"; submission {record.submission}" if submission else ""))
+    return record.to_json()

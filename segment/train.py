@@ -24,6 +24,7 @@ import json
 import math
 import time
 from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,9 +37,10 @@ from tqdm import tqdm
 from data.classes import IGNORE_INDEX
 from data.io import write_bytes_atomic, write_json_atomic
 from data.voc import VOCSegmentation
-from pipeline.config import Config, SegmentConfig, dump_toml
-from pipeline.device import (DistInfo, barrier, init_distributed, resolve_device, restore_training_state,
-                             seed_everything)
+from sharpen_core.config import Config, SegmentConfig, dump_toml
+from sharpen_core.checkpoints import restore_training_state
+from sharpen_core.device import DistInfo, barrier, seed_everything, training_device
+from sharpen_core.records import config_part, fingerprint
 
 from .crf import CRFParams, CRFPool
 from .data import SegTrainDataset, check_supervision, collate, read_cue_record
@@ -51,23 +53,17 @@ METRICS = "metrics.json"
 RECORD = "train.json"
 TERMS = ("seed", "expand", "constrain")
 
-# Keys that do not change what a run computes: left out of the run's config hash, so changing
-# them (prediction settings, worker counts, checkpoint spacing) does not orphan a trained run.
-_HASH_EXCLUDED = {"data": ("num_workers", "val_split", "test_split"),
-                  "segment": ("predict_scales", "predict_flip", "predict_crf", "crf_processes", "checkpoint_every",
-                              "supervision")}
 
 
 # --------------------------------------------------------------------------- run identity
 def run_hash(cfg: Config, supervision: str, cue_record: dict[str, Any] | None) -> str:
-    """A short hash of what decides the trained weights: [data] and [segment] (less the keys of
-    ``_HASH_EXCLUDED``), the seed, the supervision and the cue folder's parameters."""
-    d = cfg.to_dict()
-    payload = {s: {k: v for k, v in d[s].items() if k not in _HASH_EXCLUDED[s]} for s in ("data", "segment")}
-    payload.update(seed=cfg.run.seed, supervision=supervision,
+    """A short hash of what decides the trained weights: the config keys a segmenter depends on
+    (``sharpen_core.records.DEPENDS["segmenter"]``), the supervision and the cue folder's parameters."""
+    payload = config_part(cfg, "segmenter")
+    payload.update(supervision=supervision,
                    cues=None if cue_record is None else {"params": cue_record.get("params"),
                                                          "extract": cue_record.get("extract")})
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fingerprint(payload)
 
 
 # --------------------------------------------------------------------------- batches
@@ -186,6 +182,173 @@ def _mean_of_last(history: list[dict[str, Any]], keys: tuple[str, ...], n: int =
     return {k: float(np.mean([h[k] for h in tail])) for k in keys if tail and k in tail[0]}
 
 
+@dataclass
+class SegmenterTraining:
+    """What one segmenter run holds while it trains (from :func:`set_up_training`)."""
+
+    cfg: Config
+    supervision: str
+    device: torch.device
+    dist_info: DistInfo
+    pool: CRFPool | None
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    channels_last: bool
+    meta: dict[str, Any]
+    config_hash: str
+    keys: tuple[str, ...]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resume_state(cfg: Config, ckpt_path: Path, supervision: str, config_hash: str, encoder: str,
+                 num_classes: int) -> dict[str, Any] | None:
+    """The checkpoint in the output folder (None: none yet), refused when made for another model,
+    supervision, config or cues."""
+    if not ckpt_path.is_file():
+        return None
+    c = cfg.segment
+    state = read_checkpoint(ckpt_path)
+    check_segmenter_meta(state["meta"], ckpt_path, c.model, encoder, num_classes)
+    if state["meta"].get("supervision") != supervision:
+        raise CheckpointMismatch(f"{ckpt_path}: checkpoint was trained with supervision "
+                                 f"{state['meta'].get('supervision')!r}, not {supervision!r}; use another "
+                                 "output folder")
+    if state.get("config_hash") != config_hash:
+        raise ValueError(f"{ckpt_path}: checkpoint was made with another [segment]/[data] config or other cues; "
+                         "use another output folder or delete it to start fresh")
+    return state
+
+
+def training_data(cfg: Config, voc: VOCSegmentation, cues_dir: str | Path | None, supervision: str, start: int,
+                  device: torch.device, dist_info: DistInfo, progress: bool
+                  ) -> tuple[SegTrainDataset, torch.utils.data.DataLoader]:
+    """The training images with their cues (or masks), and the loader of iterations ``start ..``."""
+    c = cfg.segment
+    dataset = SegTrainDataset(voc, c.crop_size, cues_dir if supervision == "sec" else None, supervision, c.flip,
+                              cfg.run.seed, cfg.data.mean, cfg.data.std, progress=progress and dist_info.is_main)
+    sampler = IterationBatchSampler(len(dataset), c.batch_size, c.iterations, start, cfg.run.seed,
+                                    dist_info.rank, dist_info.world_size)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers, collate_fn=collate,
+        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.run.seed),
+        persistent_workers=False)
+    return dataset, loader
+
+
+def final_record(t: SegmenterTraining, ckpt_path: Path, start: int, run_here: int, seconds: float) -> dict[str, Any]:
+    """The run record (``train.json``): model, supervision, cues, iterations, speed, final losses, config."""
+    c, meta = t.cfg.segment, t.meta
+    return {
+        "stage": "segment train", "model": c.model, "encoder": meta["encoder"], "supervision": t.supervision,
+        "cues_dir": meta["cues_dir"], "cue_params": meta["cue_params"], "iterations": c.iterations,
+        "resumed_from": start, "world_size": t.dist_info.world_size, "device": str(t.device), "seconds": seconds,
+        "images_per_second": run_here * c.batch_size / seconds if seconds > 0 else None,
+        "final": t.history[-1] if t.history else {}, "final_mean_last_20": _mean_of_last(t.history, t.keys),
+        "checkpoint": str(ckpt_path), "config_hash": t.config_hash, "config": t.cfg.to_dict(),
+    }
+
+
+def set_up_training(cfg: Config, out_dir: Path, supervision: str, device: torch.device, dist_info: DistInfo,
+                    pool: CRFPool | None, state: dict[str, Any] | None, meta: dict[str, Any],
+                    config_hash: str) -> SegmenterTraining:
+    """Model, optimiser (last layer at lr × ``last_layer_lr_mult``), schedule, AMP scaler, restored from
+    ``state`` when resuming; DDP under torchrun; ``config.toml`` written."""
+    c = cfg.segment
+    torch.manual_seed(cfg.run.seed)
+    model = build_segmenter(c.model, c.encoder, meta["num_classes"], c.weights).to(device)
+    use_amp = c.amp and device.type == "cuda"
+    channels_last = getattr(c, "channels_last", True) and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(param_groups(model, c.lr, c.weight_decay, c.last_layer_lr_mult), lr=c.lr,
+                                momentum=c.momentum, weight_decay=c.weight_decay)
+    scheduler = make_scheduler(optimizer, c)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    history: list[dict[str, Any]] = []
+    if state is not None:
+        restore_training_state(state, model, optimizer, scheduler, scaler, device)
+        history = list(state["history"])
+    if dist_info.distributed and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if dist_info.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if dist_info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(out_dir / "config.toml", dump_toml(cfg).encode())
+    keys = ("loss", *TERMS) if supervision == "sec" else ("loss",)
+    return SegmenterTraining(cfg, supervision, device, dist_info, pool, model, optimizer, scheduler, scaler, use_amp,
+                             channels_last, meta, config_hash, keys, history)
+
+
+def train_step(t: SegmenterTraining, batch: dict[str, Any], iteration: int) -> dict[str, float]:
+    """One optimiser step; return the history entry of iteration ``iteration`` (losses averaged over processes)."""
+    c = t.cfg.segment
+    images = batch["image"].to(t.device, non_blocking=True)
+    if t.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    lr = t.optimizer.param_groups[0]["lr"]
+    with torch.autocast(t.device.type, enabled=t.use_amp):
+        logits = t.model(images)
+    terms = sec_losses(logits, batch, c, t.pool) if t.supervision == "sec" else full_loss(logits, batch)
+    t.optimizer.zero_grad(set_to_none=True)
+    t.scaler.scale(terms["loss"]).backward()
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    t.scheduler.step()
+    values = torch.stack([terms[k].detach().float() for k in t.keys])
+    if t.dist_info.distributed:
+        torch.distributed.all_reduce(values)
+        values /= t.dist_info.world_size
+    entry = {"iteration": iteration, "lr": lr, **{k: float(v) for k, v in zip(t.keys, values.tolist())}}
+    if not all(math.isfinite(entry[k]) for k in t.keys):
+        raise FloatingPointError(f"non-finite loss at iteration {iteration}: {entry}; lower segment.lr "
+                                 "or check the cues")
+    return entry
+
+
+def train_iterations(t: SegmenterTraining, loader: torch.utils.data.DataLoader, start: int, ckpt_path: Path,
+                     progress: bool, stop_after_iterations: int | None) -> int | None:
+    """:func:`train_step` over the loader's iterations, saving every ``segment.checkpoint_every``; return how
+    many ran (None when stopped by ``stop_after_iterations``)."""
+    c = t.cfg.segment
+    recent: deque[dict[str, float]] = deque(maxlen=20)
+    bar = tqdm(total=c.iterations, initial=start, desc=f"segment {c.model} ({t.supervision})", unit="it",
+               disable=not (progress and t.dist_info.is_main), dynamic_ncols=True)
+    t.model.train()
+    iteration, run_here = start, 0
+    for batch in loader:
+        if stop_after_iterations is not None and run_here >= stop_after_iterations:
+            bar.close()
+            return None
+        iteration += 1
+        run_here += 1
+        entry = train_step(t, batch, iteration)
+        t.history.append(entry)
+        recent.append(entry)
+        bar.set_postfix({k: f"{np.mean([r[k] for r in recent]):.3f}" for k in t.keys})
+        bar.update(1)
+        if t.dist_info.is_main and (iteration % c.checkpoint_every == 0 or iteration == c.iterations):
+            save_training(t, ckpt_path, iteration)
+    bar.close()
+    return run_here
+
+
+def save_training(t: SegmenterTraining, ckpt_path: Path, iteration: int) -> None:
+    """The checkpoint at ``iteration`` (atomic; everything a bit-exact resume needs) and metrics.json."""
+    t.meta["iteration"] = iteration
+    save_segmenter(ckpt_path, t.model, t.meta, extra={
+        "config_hash": t.config_hash, "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda" else None,
+        "history": t.history})
+    write_json_atomic(ckpt_path.parent / METRICS, t.history)
+
+
 def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | None = None, supervision: str = "sec",
                     resume: bool = False, progress: bool = True, stop_after_iterations: int | None = None
                     ) -> dict[str, Any]:
@@ -204,10 +367,7 @@ def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | Non
     if c.checkpoint_every < 1:
         raise ValueError(f"segment.checkpoint_every must be positive, got {c.checkpoint_every}")
     lr_factor(0, c)
-    device = resolve_device(cfg.run.device)
-    dist_info: DistInfo = init_distributed(device)
-    if dist_info.distributed and device.type == "cuda":
-        device = torch.device("cuda", dist_info.local_rank)
+    device, dist_info = training_device(cfg.run.device)
     if supervision == "sec" and cues_dir is None:
         raise ValueError("supervision 'sec' needs a cue folder (--cues DIR, written by `sharpen cues sec`); "
                          "or use supervision 'full'")
@@ -218,24 +378,14 @@ def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | Non
     encoder = c.encoder if c.model == "deeplabv3plus" else "vgg16"
     ckpt_path = out_dir / CHECKPOINT
 
-    state = None
-    if ckpt_path.is_file():
-        state = read_checkpoint(ckpt_path)
-        check_segmenter_meta(state["meta"], ckpt_path, c.model, encoder, num_classes)
-        if state["meta"].get("supervision") != supervision:
-            raise CheckpointMismatch(f"{ckpt_path}: checkpoint was trained with supervision "
-                                     f"{state['meta'].get('supervision')!r}, not {supervision!r}; use another "
-                                     "output folder")
-        if state.get("config_hash") != config_hash:
-            raise ValueError(f"{ckpt_path}: checkpoint was made with another [segment]/[data] config or other cues; "
-                             "use another output folder or delete it to start fresh")
-        if state["meta"]["iteration"] >= c.iterations:
-            if dist_info.is_main and progress:
-                print(f"[segment {supervision}] already trained ({ckpt_path}), skipped")
-            return _record_of(out_dir, state)
-        if not resume:
-            raise ValueError(f"{ckpt_path}: an unfinished run is here (iteration {state['meta']['iteration']}/"
-                             f"{c.iterations}); pass --resume to continue it, or use another output folder")
+    state = resume_state(cfg, ckpt_path, supervision, config_hash, encoder, num_classes)
+    if state is not None and state["meta"]["iteration"] >= c.iterations:
+        if dist_info.is_main and progress:
+            print(f"[segment {supervision}] already trained ({ckpt_path}), skipped")
+        return _record_of(out_dir, state)
+    if state is not None and not resume:
+        raise ValueError(f"{ckpt_path}: an unfinished run is here (iteration {state['meta']['iteration']}/"
+                         f"{c.iterations}); pass --resume to continue it, or use another output folder")
 
     if c.model == "deeplabv3plus" and c.batch_size // dist_info.world_size < 2 \
             and not (dist_info.distributed and device.type == "cuda"):
@@ -243,115 +393,30 @@ def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | Non
                          "process; DeepLabV3+ has BatchNorm after its global pooling branch, which needs at least "
                          "2 images per process (or SyncBatchNorm over CUDA processes)")
     seed_everything(cfg.run.seed)
-    dataset = SegTrainDataset(voc, c.crop_size, cues_dir if supervision == "sec" else None, supervision, c.flip,
-                              cfg.run.seed, cfg.data.mean, cfg.data.std, progress=progress and dist_info.is_main)
     start = int(state["meta"]["iteration"]) if state is not None else 0
-    sampler = IterationBatchSampler(len(dataset), c.batch_size, c.iterations, start, cfg.run.seed,
-                                    dist_info.rank, dist_info.world_size)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers, collate_fn=collate,
-        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.run.seed),
-        persistent_workers=False)
+    dataset, loader = training_data(cfg, voc, cues_dir, supervision, start, device, dist_info, progress)
     # The CRF workers start before the model touches the GPU (they are forkserver/spawn anyway).
     pool = CRFPool(c.crf_processes, CRFParams.from_config(c)) if supervision == "sec" else None
 
     try:
-        torch.manual_seed(cfg.run.seed)
-        model = build_segmenter(c.model, c.encoder, num_classes, c.weights).to(device)
-        use_amp = c.amp and device.type == "cuda"
-        channels_last = getattr(c, "channels_last", True) and device.type == "cuda"
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(param_groups(model, c.lr, c.weight_decay, c.last_layer_lr_mult), lr=c.lr,
-                                    momentum=c.momentum, weight_decay=c.weight_decay)
-        scheduler = make_scheduler(optimizer, c)
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        history: list[dict[str, Any]] = []
-        if state is not None:
-            restore_training_state(state, model, optimizer, scheduler, scaler, device)
-            history = list(state["history"])
-        if dist_info.distributed and device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if dist_info.distributed:
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
         meta = {"model": c.model, "encoder": encoder, "num_classes": num_classes,
                 "class_names": list(voc.class_names), "input_size": c.crop_size, "supervision": supervision,
                 "cues_dir": str(cues_dir) if cues_dir is not None else None,
                 "cue_params": None if cue_record is None else cue_record.get("params"),
                 "grid": dataset.grid, "dataset_root": str(cfg.data.root), "train_split": cfg.data.train_split,
                 "iteration": start}
-        if dist_info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(out_dir / "config.toml", dump_toml(cfg).encode())
-
-        def save(iteration: int) -> None:
-            meta["iteration"] = iteration
-            save_segmenter(ckpt_path, model, meta, extra={
-                "config_hash": config_hash, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "history": history})
-            write_json_atomic(out_dir / METRICS, history)
-
-        keys = ("loss", *TERMS) if supervision == "sec" else ("loss",)
-        recent: deque[dict[str, float]] = deque(maxlen=20)
-        bar = tqdm(total=c.iterations, initial=start, desc=f"segment {c.model} ({supervision})", unit="it",
-                   disable=not (progress and dist_info.is_main), dynamic_ncols=True)
-        model.train()
+        t = set_up_training(cfg, out_dir, supervision, device, dist_info, pool, state, meta, config_hash)
         t0 = time.perf_counter()
-        iteration, run_here = start, 0
-        for batch in loader:
-            if stop_after_iterations is not None and run_here >= stop_after_iterations:
-                bar.close()
-                return {"interrupted": True, "iteration": iteration}
-            images = batch["image"].to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            lr = optimizer.param_groups[0]["lr"]
-            with torch.autocast(device.type, enabled=use_amp):
-                logits = model(images)
-            terms = sec_losses(logits, batch, c, pool) if supervision == "sec" else full_loss(logits, batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms["loss"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            iteration += 1
-            run_here += 1
-            values = torch.stack([terms[k].detach().float() for k in keys])
-            if dist_info.distributed:
-                torch.distributed.all_reduce(values)
-                values /= dist_info.world_size
-            entry = {"iteration": iteration, "lr": lr, **{k: float(v) for k, v in zip(keys, values.tolist())}}
-            if not all(math.isfinite(entry[k]) for k in keys):
-                raise FloatingPointError(f"non-finite loss at iteration {iteration}: {entry}; lower segment.lr "
-                                         "or check the cues")
-            history.append(entry)
-            recent.append(entry)
-            bar.set_postfix({k: f"{np.mean([r[k] for r in recent]):.3f}" for k in keys})
-            bar.update(1)
-            if dist_info.is_main and (iteration % c.checkpoint_every == 0 or iteration == c.iterations):
-                save(iteration)
-        bar.close()
-        seconds = time.perf_counter() - t0
-        images_seen = run_here * c.batch_size
-        record = {
-            "stage": "segment train", "model": c.model, "encoder": encoder, "supervision": supervision,
-            "cues_dir": str(cues_dir) if cues_dir is not None else None,
-            "cue_params": meta["cue_params"], "iterations": c.iterations, "resumed_from": start,
-            "world_size": dist_info.world_size, "device": str(device), "seconds": seconds,
-            "images_per_second": images_seen / seconds if seconds > 0 else None,
-            "final": history[-1] if history else {}, "final_mean_last_20": _mean_of_last(history, keys),
-            "checkpoint": str(ckpt_path), "config_hash": config_hash, "config": cfg.to_dict(),
-        }
+        run_here = train_iterations(t, loader, start, ckpt_path, progress, stop_after_iterations)
+        if run_here is None:
+            return {"interrupted": True, "iteration": start + stop_after_iterations}  # type: ignore[operator]
+        record = final_record(t, ckpt_path, start, run_here, time.perf_counter() - t0)
         if dist_info.is_main:
             write_json_atomic(out_dir / RECORD, record)
             if progress:
                 print(f"[segment {supervision}] {c.iterations} iterations, " +
                       " ".join(f"{k}={v:.4f}" for k, v in record["final_mean_last_20"].items()) +
-                      f" ({seconds:.1f} s, {record['images_per_second']:.1f} img/s)")
+                      f" ({record['seconds']:.1f} s, {record['images_per_second']:.1f} img/s)")
         barrier(dist_info)
         return record
     except BaseException:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tvm
 
-from cues.attention import (
+from sharpen_attention.attention import (
     MECHANISMS,
     AttentionExtractor,
     attention_maps,

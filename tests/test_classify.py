@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from classify.evaluate import evaluate_classifier
-from classify.models import CheckpointMismatch, build_classifier
+from sharpen_attention.classifiers import CheckpointMismatch, build_classifier
 from classify.train import icasc_classes, load_checkpoint, train_classifier
 from data.builtin import build_builtin_dataset
 from pipeline.cli import main
-from pipeline.config import load_config
+from sharpen_core.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 

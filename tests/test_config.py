@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config, ConfigError, config_from_dict, dump_toml, load_config
+from sharpen_core.config import Config, ConfigError, config_from_dict, dump_toml, load_config
+from sharpen_core.records import changed, config_part, fingerprint
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
 
@@ -82,7 +83,35 @@ def test_dump_round_trip_and_hash():
     cfg = load_config(None, ["classify.lr=0.5", "data.root=a b"])
     again = config_from_dict(tomllib.loads(dump_toml(cfg)))
     assert again.to_dict() == cfg.to_dict()
-    assert again.section_hash("data") == cfg.section_hash("data")
+    assert fingerprint(config_part(again, "run.data")) == fingerprint(config_part(cfg, "run.data"))
     other = load_config(None, ["data.root=c"])
-    assert other.section_hash("data") != cfg.section_hash("data")
-    assert other.section_hash("classify") != cfg.section_hash("classify")
+    assert fingerprint(config_part(other, "run.data")) != fingerprint(config_part(cfg, "run.data"))
+    assert fingerprint(config_part(other, "run.classify")) != fingerprint(config_part(cfg, "run.classify"))
+
+
+def test_removed_key_is_a_clear_error(tmp_path):
+    old = tmp_path / "old.toml"
+    old.write_text("[cues]\nmechanisms = ['gradcam']\n")
+    with pytest.raises(ConfigError, match=r"old.toml: config key 'cues.mechanisms' was removed: .*run.cue_sets"):
+        load_config(old)
+    with pytest.raises(ConfigError, match=r"--set 'cues.mechanisms=\[\]': config key 'cues.mechanisms' was removed"):
+        load_config(None, ["cues.mechanisms=[]"])
+
+
+def test_outputs_depend_on_the_declared_keys_only():
+    """One list (sharpen_core.records.DEPENDS) decides when each output is stale: loader workers never
+    do, prediction settings do not orphan a trained segmenter, the seed and training keys do."""
+    base = load_config(None, [])
+    part = config_part(base, "classifier")
+    assert part["run.seed"] == 0 and part["classify.lr"] == base.classify.lr and "data.num_workers" not in part
+    assert "run.device" not in part and "segment.lr" not in part
+    for output in ("classifier", "segmenter", "run.data"):
+        workers = load_config(None, ["data.num_workers=7"])
+        assert fingerprint(config_part(workers, output)) == fingerprint(config_part(base, output))
+    predict = load_config(None, ["segment.predict_scales=[1.0]", "segment.predict_crf=off"])
+    assert fingerprint(config_part(predict, "segmenter")) == fingerprint(config_part(base, "segmenter"))
+    for change, output in (("run.seed=1", "classifier"), ("run.seed=1", "segmenter"), ("segment.lr=0.5", "segmenter"),
+                           ("data.root=x", "classifier"), ("cues.grid=8", "run.cues")):
+        assert fingerprint(config_part(load_config(None, [change]), output)) != \
+            fingerprint(config_part(base, output)), change
+    assert changed({"a": 1, "b": 2, "p": "x"}, {"a": 1, "b": 3, "p": "y"}, ignore=("p",)) == {"b": (2, 3)}

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.config import SegmentConfig
+from sharpen_core.config import SegmentConfig
 from segment.crf import CRFParams, CRFPool, dense_crf
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from classify.models import CheckpointMismatch, build_classifier
+from sharpen_attention.classifiers import CheckpointMismatch, build_classifier
 from conftest import TINY, make_tiny_voc
 from cues.extract import (
     extract_maps,
@@ -38,7 +38,7 @@ from data.classes import VOC_CLASSES
 from data.errors import DatasetError
 from eval.segmentation import confusion_matrix, scores_from_confusion
 from pipeline.cli import main
-from pipeline.config import load_config
+from sharpen_core.config import load_config
 
 
 # --------------------------------------------------------------------------- cue rules (SPEC §4)
@@ -382,7 +382,7 @@ def test_cli_extract_evaluate_sec_show(voc, checkpoint, tmp_path, capsys):
     assert main(["cues", "sec", *common, "--maps", str(tmp_path / "gradcam"), "--quiet"]) == 0
     sec = json.loads((tmp_path / "gradcam" / "sec" / "sec.json").read_text())
     assert sec["params"]["grid"] == 8 and sec["written"] == 5
-    from cues.sec import load_cues
+    from sharpen_core.cue_files import load_cues
     cue = load_cues(tmp_path / "gradcam" / "sec" / "2007_000003.npz")
     assert cue["cues"].shape == (21, 8, 8) and cue["cues"][[12, 8, 15]].any(axis=(1, 2)).all()
 

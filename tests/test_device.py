@@ -1,10 +1,10 @@
-"""pipeline.device: seeding makes torch pick deterministic kernels (ICASC's double backward needs it)."""
+"""sharpen_core.device: seeding makes torch pick deterministic kernels (ICASC's double backward needs it)."""
 
 from __future__ import annotations
 
 import torch
 
-from pipeline.device import seed_everything
+from sharpen_core.device import seed_everything
 
 
 def test_seed_everything_seeds_and_asks_for_deterministic_kernels():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.config import Config
+from sharpen_core.config import Config
 from pipeline.report import (ROW_FIELDS, compare_rows, format_value, main_table_markdown, mean_std,
                              readme_table_from_run, update_readme_table, write_report)
 

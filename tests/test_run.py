@@ -130,7 +130,8 @@ def _wait_for(path_glob: tuple[Path, str], proc: subprocess.Popen, count: int, t
 
 def _copy_finished_stages(ref_dir: Path, run_dir: Path, upto: str) -> None:
     """A run folder holding the reference run's stages up to ``upto`` (finished), nothing later."""
-    from pipeline.run import STAGES, RunLayout
+    from pipeline.run import STAGES
+    from sharpen_core.layout import RunLayout
 
     shutil.copytree(ref_dir, run_dir)
     layout = RunLayout(run_dir)

@@ -22,11 +22,11 @@ from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from data.voc import VOCSegmentation
 from eval.predictions import HELD_BACK_TEST_MASKS, evaluate_prediction_folder
 from pipeline.cli import main
-from pipeline.config import Config
+from sharpen_core.config import Config
 from segment.crf import CRFParams, dense_crf
 from segment.predict import (CRF_SUBDIR, PRED_SUBDIR, batch_probabilities, crf_labels, predict_probabilities,
                              predict_split)
-from segment.submission import SUBMISSION_SUBDIR, validate_submission
+from eval.submission import SUBMISSION_SUBDIR, validate_submission
 
 
 def _sigmoid(v: np.ndarray | float) -> np.ndarray:

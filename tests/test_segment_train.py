@@ -15,12 +15,13 @@ import pytest
 import torch
 from torchvision import models as tvm
 
-from cues.sec import nearest_resize, save_cues
+from cues.sec import nearest_resize
+from sharpen_core.cue_files import save_cues
 from data.errors import DatasetError
 from data.io import write_json_atomic
 from data.voc import VOCSegmentation
 from pipeline.cli import main
-from pipeline.config import load_config
+from sharpen_core.config import load_config
 from segment.data import SegTrainDataset
 from segment.models import (SEGMENTERS, CheckpointMismatch, build_segmenter, decimate_vgg_fc, largefov_output_size,
                             last_layer, load_segmenter, param_groups, read_checkpoint, save_segmenter)

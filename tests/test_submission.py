@@ -19,8 +19,8 @@ from data.voc import VOCSegmentation
 from eval.predictions import (HELD_BACK_TEST_MASKS, evaluate_prediction_folder, evaluate_predictions,
                               ground_truth)
 from pipeline.cli import main
-from segment.submission import (SUBMISSION_SUBDIR, pack_submission, read_submission, validate_submission,
-                                write_submission)
+from eval.submission import SUBMISSION_SUBDIR, read_submission, validate_submission
+from segment.submission import pack_submission, write_submission
 
 from conftest import TINY, make_tiny_voc
 
@@ -199,7 +199,7 @@ def test_validate_submission_errors_name_the_member(voc, tmp_path):
              f"./{SUBMISSION_SUBDIR}/2008_000001.png": good["2008_000001"]})
     assert f"member {m2}: corrupt prediction PNG" in fails(raw={m2: b"not a png"})
     tarball.write_bytes(b"this is not a tarball at all" * 40)
-    with pytest.raises(DatasetError, match="not a readable tar archive"):
+    with pytest.raises(DatasetError, match=r"not a tar archive \(unrecognised content\)"):
         validate_submission(tarball, ds)
     with pytest.raises(DatasetError, match="submission not found"):
         validate_submission(tmp_path / "nowhere.tar.gz", ds)
@@ -288,3 +288,28 @@ def test_cli_eval_scores_a_tarball_against_held_back_masks(voc, tmp_path, capsys
     assert main(["eval", "segmentation", "--pred", str(bad), "--gt", str(voc), "--split", "test", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert f"{bad}: member {SUBMISSION_SUBDIR}/2008_000001.png: prediction is 7x7 (WxH); expected the image size" in err
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("random", "not a tar archive (unrecognised content)"),
+    ("png", "a PNG image, not a tar archive"),
+    ("truncated", "truncated gzip file"),
+    ("empty", "an empty file, not a tar archive"),
+])
+def test_cli_eval_a_file_that_is_no_tarball_is_one_line_naming_it(voc, tmp_path, capsys, kind, expected):
+    """`sharpen eval segmentation --pred FILE` on something tarfile cannot open: exit 2, one line naming the file
+    and what it is (tarfile's own message lists one line per compression method it tried)."""
+    bad = tmp_path / f"{kind}.tar.gz"
+    if kind == "random":
+        bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    elif kind == "png":
+        bad.write_bytes(encode_palette_png(np.zeros((8, 8), np.uint8)))
+    elif kind == "truncated":
+        whole = write_submission(_perfect(voc, "test", tmp_path / "pred"), VOCSegmentation(voc, "test"), tmp_path / "s")
+        data = whole.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    else:
+        bad.write_bytes(b"")
+    assert main(["eval", "segmentation", "--pred", str(bad), "--gt", str(voc), "--split", "test", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {bad}: ") and expected in err, err

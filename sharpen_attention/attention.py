@@ -15,7 +15,8 @@ network's parameters through both ``A`` and ``α`` (what the ICASC losses train 
         result.maps["last"]                           # (B, num_classes, h, w) in [0, 1]
 
 Extra mechanisms from pytorch-grad-cam (``ADAPTER_MECHANISMS``) run through a thin adapter
-(:mod:`cues.gradcam_adapter`): slower (one forward/backward per class, more for ScoreCAM and
+(:mod:`sharpen_attention.gradcam_adapter`, which owns their table): slower (one forward/backward
+per class, more for ScoreCAM and
 Ablation-CAM) and not differentiable.
 """
 
@@ -32,20 +33,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import VGG, ResNet
 
+from .gradcam_adapter import ADAPTER_MECHANISMS, adapter_maps
+
 MECHANISMS = ("gradcam", "gradcampp", "channel")
 """Native mechanisms: differentiable, all classes in one pass."""
-
-# name -> pytorch-grad-cam class name (adapter; slower, non-differentiable)
-ADAPTER_MECHANISMS: dict[str, str] = {
-    "scorecam": "ScoreCAM",
-    "layercam": "LayerCAM",
-    "xgradcam": "XGradCAM",
-    "eigencam": "EigenCAM",
-    "eigengradcam": "EigenGradCAM",
-    "hirescam": "HiResCAM",
-    "ablationcam": "AblationCAM",
-    "gradcamelementwise": "GradCAMElementWise",
-}
 
 VJP_MODES = ("vmap", "is_grads_batched", "loop")
 LAYER_ALIASES = ("last", "inner")
@@ -407,8 +398,6 @@ class AttentionExtractor:
             if create_graph:
                 raise ValueError(f"mechanism {self.mechanism!r} (pytorch-grad-cam) is not differentiable; "
                                  f"use one of {MECHANISMS} with create_graph=True")
-            from cues.gradcam_adapter import adapter_maps
-
             raw, logits, idx = adapter_maps(self.model, self._modules, images, classes, self.mechanism,
                                             resolve_classes)
         else:

@@ -75,13 +75,10 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def restore_training_state(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                           scheduler: object, scaler: object, device: torch.device) -> None:
-    """Load a checkpoint's model, optimizer, scheduler, AMP scaler and RNG states (bit-exact resume)."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])  # type: ignore[attr-defined]
-    scaler.load_state_dict(state["scaler"])  # type: ignore[attr-defined]
-    torch.set_rng_state(state["rng_cpu"])
-    if device.type == "cuda" and state.get("rng_cuda") is not None:
-        torch.cuda.set_rng_state(state["rng_cuda"], device)
+def training_device(name: str = "auto") -> tuple[torch.device, DistInfo]:
+    """This process's device and its place in a torchrun job (under torchrun, each process its own GPU)."""
+    device = resolve_device(name)
+    dist_info = init_distributed(device)
+    if dist_info.distributed and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+    return device, dist_info

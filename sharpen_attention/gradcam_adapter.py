@@ -16,10 +16,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+# name -> pytorch-grad-cam class name (adapter; slower, non-differentiable)
+ADAPTER_MECHANISMS: dict[str, str] = {
+    "scorecam": "ScoreCAM",
+    "layercam": "LayerCAM",
+    "xgradcam": "XGradCAM",
+    "eigencam": "EigenCAM",
+    "eigengradcam": "EigenGradCAM",
+    "hirescam": "HiResCAM",
+    "ablationcam": "AblationCAM",
+    "gradcamelementwise": "GradCAMElementWise",
+}
+
 
 def _load(mechanism: str) -> Any:
-    from cues.attention import ADAPTER_MECHANISMS
-
     try:
         import pytorch_grad_cam
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget

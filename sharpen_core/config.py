@@ -10,7 +10,6 @@ and the file (or ``--set``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import tomllib
 import types
@@ -96,7 +95,6 @@ class ClassifyConfig:
 class CuesConfig:
     """[cues]: attention extraction and SEC localization cues (SPEC §4, §6)."""
 
-    mechanisms: list[str] = field(default_factory=lambda: ["gradcam", "gradcampp", "channel"])
     scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
     flip: bool = True
     fg_threshold: float = 0.2
@@ -177,12 +175,12 @@ class Config:
         d.pop("source")
         return d
 
-    def section_hash(self, *sections: str) -> str:
-        """A short stable hash of the named sections, for judging whether a stage's outputs are current."""
-        d = self.to_dict()
-        payload = json.dumps({s: d[s] for s in sections}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
+# Keys that existed once: a config naming one gets this message instead of "unknown key".
+REMOVED_KEYS: dict[str, str] = {
+    "cues.mechanisms": "it was never read; the mechanisms compared are those of run.cue_sets "
+                       "(\"<classifier variant>:<mechanism>\" entries)",
+}
 
 _SECTION_TYPES: dict[str, type] = {
     "run": RunConfig, "data": DataConfig, "classify": ClassifyConfig,
@@ -234,12 +232,18 @@ def _section_from_dict(section: str, values: dict[str, Any], source: str) -> Any
     known = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
+        _refuse_removed(f"{section}.{key}", source)
         if key not in known:
             raise ConfigError(
                 f"{source}: unknown key '{section}.{key}'; valid keys of [{section}]: {', '.join(sorted(known))}"
             )
         kwargs[key] = _check_value(value, hints[key], f"{source}: {section}.{key}")
     return cls(**kwargs)
+
+
+def _refuse_removed(key: str, where: str) -> None:
+    if key in REMOVED_KEYS:
+        raise ConfigError(f"{where}: config key '{key}' was removed: {REMOVED_KEYS[key]}; delete it")
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
@@ -278,6 +282,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[st
         if section not in _SECTION_TYPES:
             raise ConfigError(f"--set {text!r}: unknown section [{section}]; valid sections: {', '.join(_SECTION_TYPES)}")
         known = {f.name for f in dataclasses.fields(_SECTION_TYPES[section])}
+        _refuse_removed(f"{section}.{key}", f"--set {text!r}")
         if key not in known:
             raise ConfigError(
                 f"--set {text!r}: unknown key '{section}.{key}'; valid keys of [{section}]: {', '.join(sorted(known))}"

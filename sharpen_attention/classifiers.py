@@ -8,11 +8,13 @@ offline use). ImageNet heads are dropped when loading: the new last layer starts
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 from torchvision import models as tvm
+
+from sharpen_core.checkpoints import CheckpointMismatch, load_checkpoint, read_state_dict
 
 ARCHS: dict[str, tuple[Any, Any]] = {
     "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
@@ -20,10 +22,6 @@ ARCHS: dict[str, tuple[Any, Any]] = {
     "resnet101": (tvm.resnet101, tvm.ResNet101_Weights.IMAGENET1K_V2),
     "vgg19": (tvm.vgg19, tvm.VGG19_Weights.IMAGENET1K_V1),
 }
-
-
-class CheckpointMismatch(ValueError):
-    """A checkpoint made for another architecture or class count."""
 
 
 def head(model: nn.Module) -> nn.Linear:
@@ -42,25 +40,6 @@ def _replace_head(model: nn.Module, num_classes: int) -> None:
         model.fc = new
     else:
         model.classifier[-1] = new
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict in a weights file: a bare state dict, or a checkpoint holding one under
-    ``"model"`` or ``"state_dict"``; a DDP ``module.`` prefix is dropped. Clear errors otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights file not found; expected a torch state dict or checkpoint")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise ValueError(f"{path}: not a readable torch weights file ({e})") from None
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict (parameter name -> tensor)")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
 def build_classifier(arch: str, num_classes: int, weights: str = "none") -> nn.Module:
@@ -103,3 +82,24 @@ def check_checkpoint(meta: dict[str, Any], arch: str, num_classes: int, source: 
     if meta.get("num_classes") != num_classes:
         raise CheckpointMismatch(f"{source}: checkpoint is for {meta.get('num_classes')} classes, "
                                  f"but this dataset has {num_classes}")
+
+
+def load_classifier(checkpoint: str | Path, num_classes: int, class_names: Sequence[str] | None = None,
+                    device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The classifier of a ``classify train`` checkpoint, in eval mode on ``device``, checked against the dataset.
+
+    The architecture comes from the checkpoint; its class count (and class names, when both
+    sides have them) must match the dataset's.
+    """
+    state = load_checkpoint(checkpoint)
+    if not isinstance(state, dict) or "model" not in state or "arch" not in state:
+        raise ValueError(f"{checkpoint}: not a classifier checkpoint; expected checkpoint.pt from "
+                         "`sharpen classify train`")
+    check_checkpoint(state, state["arch"], num_classes, checkpoint)
+    names = state.get("class_names")
+    if class_names is not None and names is not None and list(names) != list(class_names):
+        raise CheckpointMismatch(f"{checkpoint}: checkpoint classes {list(names)[:4]}... differ from the "
+                                 f"dataset's {list(class_names)[:4]}...")
+    model = build_classifier(state["arch"], num_classes)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state

@@ -1,0 +1,75 @@
+"""The run-folder layout, in one place: where each stage keeps its outputs under ``run.run_dir``.
+
+Used by ``sharpen run`` and by the default ``--out`` of every stage subcommand, so a stage run by
+hand writes where the pipeline would have::
+
+    RUN/classify/<variant>/                    checkpoint.pt, metrics.json, evaluation.json
+    RUN/cues/<variant>/<mechanism>/<split>/    maps/, sec/, quality/
+    RUN/segment/<variant>-<mechanism>/         one segmenter per cue set ("full": the reference)
+    RUN/predict/<segmenter>/<split>/           pred/, pred_crf/, predict.json
+    RUN/stages/<stage>.json                    the records of ``sharpen run``
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STAGE_RECORDS = "stages"
+CUES_SUBDIR = "sec"
+QUALITY_SUBDIR = "quality"  # the SEC cues inside a maps folder (``sharpen cues sec`` default)
+FULL_SUPERVISION = "full"  # the fully-supervised segmenter's name
+
+
+def segmenter_name(variant: str, mechanism: str) -> str:
+    """The segmenter trained from the cues of ``variant``'s ``mechanism`` maps."""
+    return f"{variant}-{mechanism}"
+
+
+class RunLayout:
+    """Where each stage keeps its outputs under the run folder."""
+
+    def __init__(self, run_dir: str | Path):
+        self.root = Path(run_dir)
+
+    def stage_record(self, stage: str) -> Path:
+        return self.root / STAGE_RECORDS / f"{stage}.json"
+
+    def stage_started(self, stage: str) -> Path:
+        return self.root / STAGE_RECORDS / f"{stage}.started.json"
+
+    def classifier(self, variant: str) -> Path:
+        return self.root / "classify" / variant
+
+    def maps(self, variant: str, mechanism: str, split: str) -> Path:
+        return self.root / "cues" / variant / mechanism / split
+
+    def cues(self, variant: str, mechanism: str, split: str) -> Path:
+        return self.maps(variant, mechanism, split) / CUES_SUBDIR
+
+    def quality(self, variant: str, mechanism: str, split: str) -> Path:
+        """The cue quality record (``sharpen cues evaluate``'s default folder)."""
+        return self.maps(variant, mechanism, split) / QUALITY_SUBDIR / "quality.json"
+
+    def segmenter(self, name: str) -> Path:
+        return self.root / "segment" / name
+
+    def prediction(self, name: str, split: str) -> Path:
+        return self.root / "predict" / name / split
+
+    def stage_outputs(self, stage: str) -> list[Path]:
+        """What ``--from`` deletes to redo ``stage``."""
+        if stage == "report":
+            return [self.root / "report.md", self.root / "report.json", self.root / "figures"]
+        return [self.root / stage]
+
+
+def segmenter_for_cues(cues_dir: str | Path, train_split: str) -> str:
+    """The segmenter name of a cue folder: ``<variant>-<mechanism>`` for ``.../<variant>/<mechanism>/<split>/sec``
+    (the layout's, so ``segment train --cues`` lands where ``sharpen run`` puts it; ``-<split>`` added
+    for another split than ``train_split``), else the cue folder's own name."""
+    path = Path(cues_dir).resolve()
+    if path.name == CUES_SUBDIR and len(path.parents) >= 4:
+        split, mechanism, variant = path.parent.name, path.parent.parent.name, path.parent.parent.parent.name
+        name = segmenter_name(variant, mechanism)
+        return name if split == train_split else f"{name}-{split}"
+    return path.name

@@ -1,0 +1,175 @@
+"""Typed records of the stages' JSON outputs, each read and written here only: ``quality.json``
+(cue quality, stage 2), ``predict.json`` (predictions, stage 3) and ``RUN/stages/<stage>.json``
+(``sharpen run``). The JSON keeps the field order below; fields in ``OPTIONAL`` are left out while
+they are None."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from data.errors import DatasetError
+from data.io import write_json_atomic
+
+R = TypeVar("R", bound="JsonRecord")
+
+
+@dataclass
+class JsonRecord:
+    """A JSON file with a fixed set of fields."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+    WHAT: ClassVar[str] = "record"
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if not (f.name in self.OPTIONAL and getattr(self, f.name) is None)}
+
+    def write(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_json())
+
+    @classmethod
+    def from_json(cls: type[R], raw: Any, source: str | Path = "<dict>") -> R:
+        """The record in ``raw`` (a dict as :meth:`to_json` gives); DatasetError naming ``source`` otherwise."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        required = [n for n, f in names.items() if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
+        if not isinstance(raw, dict) or any(n not in raw for n in required):
+            absent = [n for n in required if not isinstance(raw, dict) or n not in raw]
+            raise DatasetError(source, f"not a {cls.WHAT}: missing {absent}")
+        return cls(**{k: v for k, v in raw.items() if k in names})
+
+    @classmethod
+    def read(cls: type[R], path: str | Path) -> R | None:
+        """The record at ``path``, or None when there is none; DatasetError when it is unreadable."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise DatasetError(path, f"unreadable {cls.WHAT} ({e})") from None
+        return cls.from_json(raw, path)
+
+
+# --------------------------------------------------------------------------- stage 2: quality.json
+
+@dataclass
+class QualityRecord(JsonRecord):
+    """``MAPS/quality/quality.json`` of ``sharpen cues evaluate`` (τ sweep and SEC seed scores)."""
+
+    WHAT: ClassVar[str] = "cue quality record (quality.json of `sharpen cues evaluate`)"
+    FILE: ClassVar[str] = "quality.json"
+
+    stage: str
+    maps_dir: str
+    split: str
+    images: int
+    mechanism: str
+    variant: str | None
+    extract: dict[str, Any]
+    cues: dict[str, Any]
+    tau: list[float]
+    miou: list[float | None]
+    best_tau: float
+    best_miou: float | None
+    per_class_iou: dict[str, float | None]
+    seeds: dict[str, Any]
+    extract_images_per_second: float | None
+    seconds: float
+    config: dict[str, Any]
+
+    @property
+    def seed_precision(self) -> float | None:
+        return self.seeds["mean_precision"]
+
+    @property
+    def seed_recall(self) -> float | None:
+        return self.seeds["mean_recall"]
+
+
+# --------------------------------------------------------------------------- stage 3: predict.json
+
+@dataclass
+class PredictRecord(JsonRecord):
+    """``OUT/predict.json`` of ``sharpen segment predict``: parameters, counts, timings, scores."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"miou", "scores", "submission", "submission_source"})
+    WHAT: ClassVar[str] = "prediction record (predict.json of `sharpen segment predict`)"
+    FILE: ClassVar[str] = "predict.json"
+    PLAIN: ClassVar[str] = "pred"
+    CRF: ClassVar[str] = "pred_crf"
+
+    stage: str
+    status: str
+    params: dict[str, Any]
+    checkpoint: str
+    meta: dict[str, Any]
+    split: str
+    crf: str
+    outputs: dict[str, str]
+    counts: dict[str, int]
+    seconds: float
+    images_per_second: float | None
+    crf_wait_seconds: float
+    device: str
+    amp: bool
+    crf_processes: int
+    loader_workers: int
+    chunk: int
+    miou: dict[str, float | None] | None = None
+    scores: dict[str, dict[str, Any]] | None = None
+    submission: str | None = None
+    submission_source: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def miou_of(self, crf: bool) -> float | None:
+        """The mIoU without (``crf`` False) or with the dense CRF; None when not predicted or not scored."""
+        scores = (self.scores or {}).get(self.CRF if crf else self.PLAIN)
+        return None if not scores else scores.get("miou")
+
+    def best_scores(self) -> dict[str, Any]:
+        """The scores with CRF where there are some, else without; {} when unscored."""
+        scores = self.scores or {}
+        return scores.get(self.CRF) or scores.get(self.PLAIN) or {}
+
+
+def write_predict_running(path: str | Path, params: dict[str, Any]) -> None:
+    """Mark a prediction folder as in progress (an earlier run's counts and scores no longer hold)."""
+    write_json_atomic(path, {"stage": "segment predict", "status": "running", "params": params})
+
+
+def read_predict_params(path: str | Path) -> dict[str, Any]:
+    """The ``params`` of a ``predict.json``, finished or running."""
+    try:
+        params = json.loads(Path(path).read_text())["params"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise DatasetError(path, f"unreadable prediction record ({e}); delete it or use another --out") from None
+    return params
+
+
+# --------------------------------------------------------------------------- sharpen run: stages/<stage>.json
+
+@dataclass
+class StageRecord(JsonRecord):
+    """``RUN/stages/<stage>.json`` (finished) or ``<stage>.started.json`` (config hash only)."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"status", "wall_seconds", "peak_rss_mib",
+                                                    "children_peak_rss_mib", "outputs"})
+    WHAT: ClassVar[str] = "stage record of `sharpen run`"
+
+    stage: str
+    config_hash: str
+    status: str | None = None
+    wall_seconds: float | None = None
+    peak_rss_mib: float | None = None
+    children_peak_rss_mib: float | None = None
+    outputs: dict[str, Any] | None = None
+
+    def timings(self) -> dict[str, Any]:
+        """What the report shows of the stage: wall time, peak memory, status."""
+        d = self.to_json()
+        return {k: d[k] for k in ("wall_seconds", "peak_rss_mib", "children_peak_rss_mib", "status") if k in d}
