@@ -304,6 +304,7 @@ def test_cli_segment_train(tiny, tmp_path, capsys):
     assert "cue folder not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("SHARPEN_DDP_TEST"),
                     reason="2-process torchrun run (~20 s on 2 shared cores); set SHARPEN_DDP_TEST=1 to run it")
 def test_ddp_two_processes(tiny, tmp_path):
