@@ -296,6 +296,8 @@ def read_extract_params(out_dir: str | Path) -> dict[str, Any]:
 def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
     """Write ``extract.json``, or check that the folder's parameters are these."""
     path = out_dir / PARAMS_FILE
+    # maps looked for first: a shard job side by side writes extract.json before its first map
+    has_maps = any((out_dir / MAPS_SUBDIR).glob("*.npz"))
     if path.is_file():
         old = read_extract_params(out_dir)
         diff = {k: (old.get(k), v) for k, v in params.items() if k != "checkpoint" and old.get(k) != v}
@@ -304,7 +306,7 @@ def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
             raise ValueError(f"{path}: this folder holds maps made with other parameters ({shown}); "
                              f"use another --out, or delete {out_dir} to start fresh")
         return
-    if any((out_dir / MAPS_SUBDIR).glob("*.npz")):
+    if has_maps:
         raise ValueError(f"{out_dir / MAPS_SUBDIR}: map files without {PARAMS_FILE}; use another --out, or delete "
                          f"{out_dir} to start fresh")
     write_json_atomic(path, {"stage": "cues extract", "params": params})

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from data.errors import DatasetError
+from sharpen_core.lock import folder_lock
 
 from .config import ConfigError
 from .run import DiskFullError
@@ -106,11 +107,12 @@ def _stage_config(args: argparse.Namespace):
 
 
 def _cmd_classify_train(args: argparse.Namespace) -> int:
-    from classify.train import train_classifier
-
     cfg = _stage_config(args)
     out = args.out or Path(cfg.run.run_dir) / "classify" / args.variant
-    train_classifier(cfg, args.variant, out, resume=args.resume, progress=not args.quiet)
+    with folder_lock(out, hint="--out"):  # before the slow imports: a second writer is refused at once
+        from classify.train import train_classifier
+
+        train_classifier(cfg, args.variant, out, resume=args.resume, progress=not args.quiet)
     return 0
 
 
@@ -164,14 +166,16 @@ def _build_classify_parser(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- cues
 def _cmd_cues_extract(args: argparse.Namespace) -> int:
-    from cues.extract import check_mechanism, extract_maps
+    from cues.extract import check_mechanism, extract_maps, parse_shard
 
     check_mechanism(args.mechanism)
     cfg = _stage_config(args)
     split = args.split or cfg.data.train_split
     out = args.out or Path(cfg.run.run_dir) / "cues" / Path(args.checkpoint).resolve().parent.name / \
         args.mechanism / split
-    extract_maps(cfg, args.checkpoint, args.mechanism, out, split=split, shard=args.shard, progress=not args.quiet)
+    shard = parse_shard(args.shard)
+    with folder_lock(out, hint="--out (or another --shard)", shard=shard):
+        extract_maps(cfg, args.checkpoint, args.mechanism, out, split=split, shard=shard, progress=not args.quiet)
     return 0
 
 
@@ -327,8 +331,6 @@ def _build_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- segment
 def _cmd_segment_train(args: argparse.Namespace) -> int:
-    from segment.train import train_segmenter
-
     cfg = _stage_config(args)
     supervision = args.supervision or cfg.segment.supervision
     if supervision == "sec" and args.cues is None:
@@ -336,20 +338,24 @@ def _cmd_segment_train(args: argparse.Namespace) -> int:
                          "`sharpen cues sec`); or use --supervision full")
     name = "full" if supervision == "full" else Path(args.cues).resolve().name
     out = args.out or Path(cfg.run.run_dir) / "segment" / name
-    train_segmenter(cfg, out, cues_dir=args.cues, supervision=supervision, resume=args.resume,
-                    progress=not args.quiet)
+    with folder_lock(out, hint="--out"):
+        from segment.train import train_segmenter
+
+        train_segmenter(cfg, out, cues_dir=args.cues, supervision=supervision, resume=args.resume,
+                        progress=not args.quiet)
     return 0
 
 
 def _cmd_segment_predict(args: argparse.Namespace) -> int:
-    from segment.predict import predict_split
-
     cfg = _stage_config(args)
     split = args.split or cfg.data.val_split
     out = args.out or Path(args.checkpoint).resolve().parent / "predict" / split
     crf = args.crf or cfg.segment.predict_crf
-    predict_split(cfg, args.checkpoint, split, out, crf=crf, submission=args.submission,
-                  progress=not args.quiet)
+    with folder_lock(out, hint="--out"):
+        from segment.predict import predict_split
+
+        predict_split(cfg, args.checkpoint, split, out, crf=crf, submission=args.submission,
+                      progress=not args.quiet)
     return 0
 
 
