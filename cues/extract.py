@@ -269,11 +269,13 @@ def read_extract_params(out_dir: str | Path) -> dict[str, Any]:
 def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
     """Write ``extract.json``, or check that the folder's parameters are these."""
     path = out_dir / PARAMS_FILE
+    # maps looked for first: a shard job side by side writes extract.json before its first map
+    has_maps = any((out_dir / MAPS_SUBDIR).glob("*.npz"))
     if path.is_file():
         # the checkpoint may move; its content (sha256) may not
         refuse_changed(path, "maps", read_extract_params(out_dir), params, ignore=("checkpoint",), folder=out_dir)
         return
-    if any((out_dir / MAPS_SUBDIR).glob("*.npz")):
+    if has_maps:
         raise ValueError(f"{out_dir / MAPS_SUBDIR}: map files without {PARAMS_FILE}; use another --out, or delete "
                          f"{out_dir} to start fresh")
     write_json_atomic(path, {"stage": "cues extract", "params": params})

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 from data.errors import DatasetError
 from sharpen_core.config import ConfigError
 from sharpen_core.layout import FULL_SUPERVISION, RunLayout, segmenter_for_cues
+from sharpen_core.lock import folder_lock
 
 from .run import DiskFullError
 
@@ -122,11 +123,12 @@ def _stage_config(args: argparse.Namespace):
 
 
 def _cmd_classify_train(args: argparse.Namespace) -> int:
-    from classify.train import train_classifier
-
     cfg = _stage_config(args)
     out = args.out or RunLayout(cfg.run.run_dir).classifier(args.variant)
-    train_classifier(cfg, args.variant, out, resume=args.resume, progress=not args.quiet)
+    with folder_lock(out, hint="--out"):  # before the slow imports: a second writer is refused at once
+        from classify.train import train_classifier
+
+        train_classifier(cfg, args.variant, out, resume=args.resume, progress=not args.quiet)
     return 0
 
 
@@ -177,14 +179,16 @@ def _build_classify_parser(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- cues
 def _cmd_cues_extract(args: argparse.Namespace) -> int:
-    from cues.extract import check_mechanism, extract_maps
+    from cues.extract import check_mechanism, extract_maps, parse_shard
 
     check_mechanism(args.mechanism)
     cfg = _stage_config(args)
     split = args.split or cfg.data.train_split
     out = args.out or RunLayout(cfg.run.run_dir).maps(Path(args.checkpoint).resolve().parent.name, args.mechanism,
                                                        split)
-    extract_maps(cfg, args.checkpoint, args.mechanism, out, split=split, shard=args.shard, progress=not args.quiet)
+    shard = parse_shard(args.shard)
+    with folder_lock(out, hint="--out (or another --shard)", shard=shard):
+        extract_maps(cfg, args.checkpoint, args.mechanism, out, split=split, shard=shard, progress=not args.quiet)
     return 0
 
 
@@ -338,8 +342,6 @@ def _build_eval_parser(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- segment
 def _cmd_segment_train(args: argparse.Namespace) -> int:
-    from segment.train import train_segmenter
-
     cfg = _stage_config(args)
     supervision = args.supervision or cfg.segment.supervision
     if supervision == "sec" and args.cues is None:
@@ -347,20 +349,24 @@ def _cmd_segment_train(args: argparse.Namespace) -> int:
                          "`sharpen cues sec`); or use --supervision full")
     name = FULL_SUPERVISION if supervision == "full" else segmenter_for_cues(args.cues, cfg.data.train_split)
     out = args.out or RunLayout(cfg.run.run_dir).segmenter(name)
-    train_segmenter(cfg, out, cues_dir=args.cues, supervision=supervision, resume=args.resume,
-                    progress=not args.quiet)
+    with folder_lock(out, hint="--out"):
+        from segment.train import train_segmenter
+
+        train_segmenter(cfg, out, cues_dir=args.cues, supervision=supervision, resume=args.resume,
+                        progress=not args.quiet)
     return 0
 
 
 def _cmd_segment_predict(args: argparse.Namespace) -> int:
-    from segment.predict import predict_split
-
     cfg = _stage_config(args)
     split = args.split or cfg.data.val_split
     out = args.out or RunLayout(cfg.run.run_dir).prediction(Path(args.checkpoint).resolve().parent.name, split)
     crf = args.crf or cfg.segment.predict_crf
-    predict_split(cfg, args.checkpoint, split, out, crf=crf, submission=args.submission,
-                  progress=not args.quiet)
+    with folder_lock(out, hint="--out"):
+        from segment.predict import predict_split
+
+        predict_split(cfg, args.checkpoint, split, out, crf=crf, submission=args.submission,
+                      progress=not args.quiet)
     return 0
 
 

@@ -46,6 +46,7 @@ from typing import Any, Callable
 
 from data.errors import DatasetError
 from data.io import write_bytes_atomic, write_json_atomic
+from sharpen_core.lock import folder_lock, refuse_if_held
 
 from sharpen_core.config import Config, ConfigError, dump_toml
 from sharpen_core.layout import FULL_SUPERVISION, RunLayout, segmenter_name
@@ -415,13 +416,17 @@ def _run_stage(cfg: Config, layout: RunLayout, stage: str, progress: bool) -> di
     return record.to_json()
 
 
-def run_one(cfg: Config, progress: bool = True, from_stage: str | None = None,
-            only: str | None = None) -> dict[str, Any]:
-    """Run the pipeline once (one seed) under ``cfg.run.run_dir``; return the run record."""
+def _check_run_args(cfg: Config, from_stage: str | None, only: str | None) -> None:
     for name, value in (("--from", from_stage), ("--only", only)):
         if value is not None and value not in STAGES:
             raise ConfigError(f"{name} {value!r}: unknown stage; valid stages: {', '.join(STAGES)}")
     check_run_config(cfg)
+
+
+def run_one(cfg: Config, progress: bool = True, from_stage: str | None = None,
+            only: str | None = None) -> dict[str, Any]:
+    """Run the pipeline once (one seed) under ``cfg.run.run_dir``; return the run record."""
+    _check_run_args(cfg, from_stage, only)
     layout = RunLayout(Path(cfg.run.run_dir))
     layout.root.mkdir(parents=True, exist_ok=True)
     selected = [s for s in STAGES if s in cfg.run.stages]
@@ -474,6 +479,15 @@ def run_pipeline(cfg: Config, progress: bool = True, from_stage: str | None = No
     """Run the pipeline under ``cfg.run.run_dir``, once, or ``seeds`` times with the report over seeds."""
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: expected a positive number of seeds")
+    refuse_if_held(cfg.run.run_dir, hint="--run-dir")  # at once, before the slower checks
+    _check_run_args(cfg, from_stage, only)  # bad arguments: no folder made, no lock taken
+    # One writer per run folder (with --seeds, the top folder): a second `sharpen run` on it is refused.
+    with folder_lock(Path(cfg.run.run_dir), hint="--run-dir"):
+        return _run_locked(cfg, progress, from_stage, only, seeds)
+
+
+def _run_locked(cfg: Config, progress: bool, from_stage: str | None, only: str | None,
+                seeds: int) -> dict[str, Any]:
     if seeds == 1:
         record = run_one(cfg, progress, from_stage, only)
         print(f"run record: {Path(cfg.run.run_dir) / 'run.json'}")

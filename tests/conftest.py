@@ -70,3 +70,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def builtin_small(tmp_path_factory) -> tuple[Path, dict]:
+    """The small built-in dataset (seed 0), built once per test session, and its build summary.
+
+    Tests only read it; a test that changes a dataset copies it first.
+    """
+    from data.builtin import build_builtin_dataset
+
+    root = tmp_path_factory.mktemp("builtin") / "data"
+    summary = build_builtin_dataset(root, seed=0, size="small", workers=2, progress=False)
+    return root, summary
+
+
+@pytest.fixture(scope="session")
+def quick_run(builtin_small, tmp_path_factory) -> tuple[Path, Path, float]:
+    """``sharpen run`` on configs/quick.toml over the session's built-in dataset, done once per session:
+    (run folder, dataset root, seconds). Tests compare against it and copy it; none changes it."""
+    import time
+
+    from pipeline.cli import main
+    from runs import run_args
+
+    data_root, run_dir = builtin_small[0], tmp_path_factory.mktemp("quick") / "run"
+    t0 = time.perf_counter()
+    assert main(run_args(run_dir, data_root)) == 0
+    return run_dir, data_root, time.perf_counter() - t0

@@ -1,7 +1,7 @@
 """The built-in synthetic dataset: VOC layout, determinism, reuse, and the statistics it promises.
 
 Everything is measured from the written files (through the VOC reader where it applies), not
-from generator internals. One small build is shared by the whole module.
+from generator internals. One small build (``builtin_small`` in conftest.py) is shared by the session.
 """
 
 from __future__ import annotations
@@ -45,11 +45,9 @@ def file_digests(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, dict]:
-    """A small build (seed 0, 2 workers) and its summary."""
-    root = tmp_path_factory.mktemp("builtin") / "data"
-    summary = build_builtin_dataset(root, seed=0, size="small", workers=2, progress=False)
-    return root, summary
+def built(builtin_small) -> tuple[Path, dict]:
+    """The session's small build (seed 0, 2 workers) and its summary."""
+    return builtin_small
 
 
 @pytest.fixture(scope="module")

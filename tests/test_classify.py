@@ -14,7 +14,6 @@ import torch
 from classify.evaluate import evaluate_classifier
 from sharpen_attention.classifiers import CheckpointMismatch, build_classifier
 from classify.train import icasc_classes, load_checkpoint, train_classifier
-from data.builtin import build_builtin_dataset
 from pipeline.cli import main
 from sharpen_core.config import load_config
 
@@ -22,10 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def small_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("builtin_small")
-    build_builtin_dataset(root, seed=0, size="small", progress=False)
-    return root
+def small_root(builtin_small) -> Path:
+    return builtin_small[0]  # the session's small built-in dataset
 
 
 def _cfg(root: Path, *extra: str):
@@ -81,6 +78,7 @@ def test_resume_after_interruption_reproduces_uninterrupted_run(small_root, tmp_
         json.loads((tmp_path / "cut" / "metrics.json").read_text())[-1]["train_loss"]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one(small_root, tmp_path):
     sets = ["--set", f"data.root={small_root}", "--set", "run.device=cpu", "--set", "data.num_workers=0",
             "--set", "classify.image_size=32", "--set", "classify.batch_size=4", "--set", "classify.epochs=1",

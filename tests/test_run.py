@@ -1,7 +1,8 @@
 """`sharpen run` end to end on configs/quick.toml: the report, its numbers, skipping, resuming, refusing.
 
 The quick run (a few training steps of everything on the small built-in dataset) is done once per
-module; the other tests reuse its dataset and compare against its report.
+session (``quick_run`` in conftest.py); the other tests reuse its dataset and compare against its
+report. All of them are end to end: ``slow`` (``pytest -m "not slow"`` leaves them out).
 """
 
 from __future__ import annotations
@@ -9,39 +10,24 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from runs import ROW_KEYS
+from runs import copy_finished_stages as _copy_finished_stages
+from runs import report_rows as _rows
+from runs import run_args as _args
+from runs import wait_for as _wait_for
 
 from pipeline.cli import main
 
-ROW_KEYS = {"classifier", "mechanism", "cls_map", "cls_auc", "attention_overlap", "cue_best_tau", "cue_miou",
-            "seed_precision", "seed_recall", "seg_miou", "seg_miou_crf"}
+pytestmark = pytest.mark.slow
 FRACTIONS = ("cls_map", "cls_auc", "attention_overlap", "cue_best_tau", "cue_miou", "seed_precision", "seed_recall",
              "seg_miou", "seg_miou_crf")
 
-
-def _args(run_dir: Path, data_root: Path, *extra: str) -> list[str]:
-    return ["run", "--config", "configs/quick.toml", "--run-dir", str(run_dir), "--quiet", "--device", "cpu",
-            "--set", f"data.root={data_root}", *extra]
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory) -> tuple[Path, Path, float]:
-    base = tmp_path_factory.mktemp("quick")
-    data_root, run_dir = base / "data", base / "run"
-    t0 = time.perf_counter()
-    assert main(_args(run_dir, data_root)) == 0
-    return run_dir, data_root, time.perf_counter() - t0
-
-
-def _rows(report: dict) -> dict[tuple, dict]:
-    return {(r["classifier"], r["mechanism"]): {k: r[k] for k in ROW_KEYS} for r in report["rows"]}
 
 
 def _eval_miou(pred: Path, data_root: Path, split: str, tmp_path: Path) -> float:
@@ -114,34 +100,6 @@ def test_another_config_is_refused_and_from_redoes_the_later_stages(quick_run, t
     # --only a stage whose predecessors are not finished
     assert main(_args(tmp_path / "fresh", data_root, "--only", "cues")) == 2
     assert "needs the earlier stage" in capsys.readouterr().err
-
-
-def _wait_for(path_glob: tuple[Path, str], proc: subprocess.Popen, count: int, timeout: float = 120) -> None:
-    folder, pattern = path_glob
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended (rc {proc.returncode}) before it could be killed")
-        if folder.is_dir() and len(list(folder.glob(pattern))) >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no {pattern} in {folder} after {timeout} s")
-
-
-def _copy_finished_stages(ref_dir: Path, run_dir: Path, upto: str) -> None:
-    """A run folder holding the reference run's stages up to ``upto`` (finished), nothing later."""
-    from pipeline.run import STAGES
-    from sharpen_core.layout import RunLayout
-
-    shutil.copytree(ref_dir, run_dir)
-    layout = RunLayout(run_dir)
-    for stage in STAGES[STAGES.index(upto) + 1:]:
-        for p in [*layout.stage_outputs(stage), layout.stage_record(stage), layout.stage_started(stage)]:
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    (run_dir / "run.json").unlink()
 
 
 def test_killed_run_resumes_to_the_same_report(quick_run, tmp_path):

@@ -1,0 +1,218 @@
+"""One writer per output folder: an OS-level lock held for as long as a command writes the folder.
+
+:func:`folder_lock` takes ``fcntl.flock(LOCK_EX | LOCK_NB)`` on a lock file inside the folder
+(``.lock``) and writes who holds it (pid, command line, start time, host) into that file. A second
+writer is refused at once with :class:`FolderLockedError`, naming the folder, the holder and what
+to do (wait, or use another ``--run-dir`` / ``--out``). The kernel releases the lock when the
+holder's process dies, so a ``kill -9`` never leaves a stale lock: the next command starts at once
+and resumes. The lock file stays (deleting it would let two writers lock two different files);
+it is hidden and no stage lists or reads it.
+
+``cues extract --shard I/N`` jobs write one folder side by side: each holds its own
+``.lock-shard-I-of-N`` exclusively and ``.lock`` shared, so shard jobs run together while an
+unsharded extraction into the folder (``.lock`` exclusive) and a second copy of the same shard
+are refused.
+
+Under ``torchrun`` only rank 0 locks (the ranks of one job write one folder together; ``RANK``).
+On a file system without working locks (``flock`` failing with ENOLCK, EOPNOTSUPP, ...), say so
+once and go on unlocked. Readers need no lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shlex
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from data.errors import DatasetError
+
+LOCK_NAME = ".lock"
+# flock errors meaning "this file system cannot lock", as opposed to "someone holds the lock".
+UNSUPPORTED_ERRNOS = frozenset(e for e in (getattr(errno, n, None) for n in (
+    "ENOLCK", "EOPNOTSUPP", "ENOTSUP", "ENOSYS", "EINVAL")) if e is not None)
+_warned_unsupported: set[str] = set()
+_held_fds: set[int] = set()  # lock descriptors this process holds
+
+
+def _close_in_child() -> None:
+    """After a fork: the child (DataLoader worker, CRF process) does not keep the parent's locks, so a
+    ``kill -9`` of the writer frees its folder even while orphaned children still run."""
+    for fd in list(_held_fds):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_fds.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
+
+
+def _release(fd: int, exclusive: bool) -> None:
+    if fd in _held_fds:
+        _held_fds.discard(fd)
+        if exclusive:  # no stale holder left in the file after a clean end
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+        os.close(fd)  # closing the last descriptor of the lock file releases the lock
+
+
+class FolderLockedError(DatasetError):
+    """Another process is writing the output folder (exit status 2, one line)."""
+
+    def __init__(self, folder: str | Path, holders: list[dict[str, Any]], hint: str, what: str = "this folder"):
+        self.holders = holders
+        who = "; ".join(describe_holder(h) for h in holders) if holders else "details not recorded"
+        super().__init__(folder, f"another process is writing {what} ({who}); wait for it to finish, "
+                                 f"or use another {hint}")
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    """``pid 123 on host, `sharpen run ...`, started 2026-01-01 12:00:00 UTC``."""
+    parts = [f"pid {holder.get('pid', '?')}" + (f" on {holder['host']}" if holder.get("host") else "")]
+    if holder.get("command"):
+        parts.append(f"`{holder['command']}`")
+    if holder.get("started"):
+        parts.append(f"started {holder['started']}")
+    return ", ".join(parts)
+
+
+def holder_info() -> dict[str, Any]:
+    """Who this process is, as written into a lock file it holds."""
+    argv = list(sys.argv) or [""]
+    program = Path(argv[0])
+    name = ["python", "-m", program.parent.name] if program.name == "__main__.py" else [program.name]
+    return {"pid": os.getpid(), "command": shlex.join([*name, *argv[1:]]),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "host": socket.gethostname()}
+
+
+def shard_lock_name(index: int, count: int) -> str:
+    return f"{LOCK_NAME}-shard-{index}-of-{count}"
+
+
+def _is_rank_zero() -> bool:
+    try:
+        return int(os.environ.get("RANK", "0")) == 0
+    except ValueError:
+        return True
+
+
+def _read_holder(path: Path, wait: float = 1.0) -> dict[str, Any] | None:
+    """The holder recorded in ``path``; waits up to ``wait`` s for a holder that has locked but not yet written."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            holder = json.loads(path.read_text())
+            if isinstance(holder, dict) and "pid" in holder:
+                return holder
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+
+
+def _is_held(path: Path) -> bool:
+    """Whether some process holds ``path`` exclusively (probed with a shared non-blocking lock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _holders(folder: Path, path: Path, exclusive: bool) -> list[dict[str, Any]]:
+    """Who blocks a lock on ``path``: its recorded holder, or (``.lock`` held shared) the shard jobs."""
+    if path.name == LOCK_NAME and exclusive:
+        # .lock is held either exclusively by one writer (its info is in it) or shared by shard jobs
+        shards = [p for p in sorted(folder.glob(f"{LOCK_NAME}-shard-*")) if _is_held(p)]
+        if shards:
+            return [h for h in (_read_holder(p) for p in shards) if h]
+    holder = _read_holder(path)
+    return [holder] if holder else []
+
+
+def _warn_unsupported(folder: Path, err: OSError) -> None:
+    key = str(folder)
+    if key in _warned_unsupported:
+        return
+    _warned_unsupported.add(key)
+    name = errno.errorcode.get(err.errno or 0, str(err.errno))
+    print(f"warning: {folder}: this file system does not support locks ({name}); going on without one, so make "
+          "sure no other process writes this folder at the same time", file=sys.stderr)
+
+
+def _take(folder: Path, name: str, exclusive: bool, hint: str, stack: contextlib.ExitStack,
+          what: str = "this folder") -> bool:
+    """Lock ``folder/name``; False when the file system cannot lock. Raises FolderLockedError when held."""
+    path = folder / name
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FolderLockedError(folder, _holders(folder, path, exclusive), hint, what) from None
+    except OSError as e:
+        os.close(fd)
+        if e.errno in UNSUPPORTED_ERRNOS:
+            _warn_unsupported(folder, e)
+            return False
+        raise
+    _held_fds.add(fd)
+    stack.callback(_release, fd, exclusive)
+    if exclusive:
+        payload = (json.dumps(holder_info()) + "\n").encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, payload, 0)
+    return True
+
+
+def refuse_if_held(folder: str | Path, hint: str = "--out") -> None:
+    """Raise :class:`FolderLockedError` when another process holds ``folder``'s lock; creates nothing.
+
+    A cheap early check, so that a second command is refused before its slow start-up work (imports,
+    config checks); :func:`folder_lock` takes the lock afterwards.
+    """
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    if _is_rank_zero() and path.is_file() and _is_held(path):
+        raise FolderLockedError(folder, _holders(folder, path, True), hint)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, hint: str = "--out", shard: tuple[int, int] | None = None) -> Iterator[bool]:
+    """Hold the writer's lock of ``folder`` (created if missing) for the ``with`` block.
+
+    ``hint`` names the option that picks another folder (``--out``, ``--run-dir``); ``shard``
+    ``(I, N)`` with N > 1 locks that shard only. Yields whether a lock is held (False on a file
+    system without locks, and on torchrun ranks other than 0). Raises :class:`FolderLockedError`
+    at once when another process writes the folder (or that shard).
+    """
+    folder = Path(folder)
+    if not _is_rank_zero():
+        yield False
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if shard is not None and shard[1] > 1:
+            held = _take(folder, LOCK_NAME, False, hint, stack)
+            held = held and _take(folder, shard_lock_name(*shard), True, hint, stack,
+                                  what=f"shard {shard[0]}/{shard[1]} of this folder")
+        else:
+            held = _take(folder, LOCK_NAME, True, hint, stack)
+        yield held
