@@ -26,7 +26,7 @@ from data.errors import DatasetError
 from .config import ConfigError
 from .run import DiskFullError
 
-STAGES = ("data", "classify", "cues", "segment", "eval", "run")
+STAGES = ("data", "classify", "cues", "segment", "eval", "run", "report")
 
 
 class StageNotAvailable(RuntimeError):

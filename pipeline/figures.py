@@ -6,19 +6,18 @@ Each figure ``figures/<name>`` is written as ``<name>.png`` (shown in ``report.m
 their own style. With several seeds every figure that has a number per seed shows mean ± sample
 standard deviation (error bars, or bands around curves).
 
-=======================  ============================================================  ==========================
-figure                   what                                                          report.json
-=======================  ============================================================  ==========================
-``tau_curves``           cue mIoU against the background threshold τ, best τ marked    ``rows[].tau_curve``
-``per_class_iou``        per-class IoU of each segmenter (val, with CRF) and the       ``rows[].per_class_iou``,
-                         fully supervised reference                                    ``full_per_class_iou``
-``seed_precision_recall`` SEC seeds' mean precision and recall per cue set             ``rows[].seed_*``
-``classification_ap``    per-class AP of each classifier, mAP in the legend            ``classifiers``
-``training_classify``    loss terms per epoch of each classifier (L_cls, L_AS, L_AC)   ``training.classify``
-``training_segment``     loss terms per iteration of each segmenter (seeding,          ``training.segment``
-                         expansion, constrain; cross-entropy for the reference)
-``stages``               wall time and peak memory per stage                           ``stages``
-=======================  ============================================================  ==========================
+* ``tau_curves``: cue mIoU against the background threshold τ (docs/method.md §6), best τ marked
+  (``rows[].tau_curve``);
+* ``per_class_iou``: per-class IoU of each segmenter (val, with CRF) and of the fully supervised
+  reference (``rows[].per_class_iou``, ``full_per_class_iou``);
+* ``seed_precision_recall``: the SEC seeds' mean precision and recall per cue set (``rows[].seed_*``);
+* ``classification_ap``: per-class AP of each classifier, mAP in the legend (``classifiers``);
+* ``training_classify``: loss terms per epoch of each classifier, L_cls, L_AS inner/last, L_AC
+  (docs/method.md §2; ``training.classify``, from its ``metrics.json``);
+* ``training_segment``: loss terms per iteration of each segmenter, seeding, expansion, constrain
+  (docs/method.md §4); cross-entropy for the reference (``training.segment``);
+* ``stages``: wall time and peak memory per stage (``stages``), drawn last so that it includes the
+  report stage's own numbers.
 
 The attention-map grid (pictures, no numbers) is drawn by :func:`cues.show.show_maps` in
 :mod:`pipeline.report`.

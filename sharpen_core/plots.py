@@ -32,7 +32,8 @@ REFERENCE_COLOUR = "#666666"  # the fully supervised reference: grey, hatched
 MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES: tuple[Any, ...] = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 2)),
                                (0, (8, 2, 1, 2)))
-HATCHES: tuple[str, ...] = ("", "//", "..", "\\\\", "xx", "--", "oo", "++")
+HATCHES: tuple[str, ...] = ("", "//", "..", "\\\\", "--", "oo", "++", "||")
+REFERENCE_HATCH = "xx"
 
 STYLE: dict[str, Any] = {
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
@@ -183,7 +184,7 @@ def draw_grouped_bars(ax: Axes, categories: Sequence[str], series: Sequence[Bars
             errs.append(float(e) * scale if finite(e) else 0.0)
         face = REFERENCE_COLOUR if s.reference else colour(k)
         ax.bar(xs, hs, width=width * 0.95, color=face, edgecolor="black", linewidth=0.4,
-               hatch="//" if s.reference else HATCHES[k % len(HATCHES)], label=s.label,
+               hatch=REFERENCE_HATCH if s.reference else HATCHES[k % len(HATCHES)], label=s.label,
                yerr=errs if any(errs) else None, error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "black"})
     ax.set_xticks(range(len(categories)))
     ax.set_xticklabels(categories, rotation=45 if rotate else 0, ha="right" if rotate else "center")
