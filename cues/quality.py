@@ -28,7 +28,6 @@ from tqdm import tqdm
 
 from data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
 from data.errors import DatasetError
-from data.io import write_bytes_atomic
 from data.voc import VOCSegmentation
 from eval.segmentation import scores_from_confusion
 from sharpen_core.layout import QUALITY_SUBDIR
@@ -172,10 +171,10 @@ def evaluate_cues(cfg: Any, maps_dir: str | Path, split: str | None = None, out_
                   progress: bool = True) -> dict[str, Any]:
     """Score the maps of ``maps_dir`` on ``split`` (default: the split they were extracted for).
 
-    Writes ``quality.json``, ``tau_curve.csv`` and ``tau_curve.png`` to ``out_dir`` (default
-    MAPS_DIR/quality) and returns the result.
+    Writes ``quality.json``, ``tau_curve.csv`` (its exact numbers) and ``tau_curve.png``/``.pdf`` to
+    ``out_dir`` (default MAPS_DIR/quality) and returns the result.
     """
-    from .show import plot_curve
+    from sharpen_core.plots import Line, line_figure, write_csv
 
     maps_dir = Path(maps_dir)
     extract = read_extract_params(maps_dir)
@@ -216,12 +215,13 @@ def evaluate_cues(cfg: Any, maps_dir: str | Path, split: str | None = None, out_
     out_dir = Path(out_dir) if out_dir is not None else maps_dir / QUALITY_SUBDIR
     record.write(out_dir / QualityRecord.FILE)
     result = record.to_json()
-    csv = "tau,miou\n" + "".join(f"{t:.2f},{'' if v is None else f'{v:.6f}'}\n"
-                                 for t, v in zip(result["tau"], result["miou"]))
-    write_bytes_atomic(out_dir / "tau_curve.csv", csv.encode())
-    plot_curve(result["tau"], result["miou"], out_dir / "tau_curve.png",
-               title=f"pseudo-label mIoU vs background threshold ({extract['mechanism']}, {split})",
-               xlabel="background threshold tau", ylabel="mIoU", mark=best)
+    write_csv(out_dir / "tau_curve.csv", ("tau", "miou"), list(zip(result["tau"], result["miou"])))
+    line_figure(out_dir / "tau_curve", [Line(extract["mechanism"], result["tau"], result["miou"], mark=best,
+                                             mark_label=f"(best τ={result['tau'][best]:.2f}: "
+                                                        f"{100 * result['best_miou']:.1f})")],
+                title=f"Pseudo-label mIoU against the background threshold ({extract['mechanism']}, {split})",
+                xlabel="background threshold τ (fraction of the map maximum)", ylabel="pseudo-label mIoU (%)",
+                scale=100.0)
     return result
 
 

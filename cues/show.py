@@ -1,4 +1,4 @@
-"""Pictures with PIL only: attention maps over images side by side, and the τ curve as a line plot.
+"""Pictures with PIL: attention maps over images side by side, with a colour bar for the map scale.
 
 ``sharpen cues show`` draws one row per (image, ground-truth class): the image, its ground truth
 (VOC palette) and, per mechanism, that class's map colourised with a jet-like colormap and blended
@@ -81,68 +81,30 @@ def render_grid(rows: Sequence[Sequence[np.ndarray | None]], row_labels: Sequenc
     return canvas
 
 
+def with_colour_bar(grid: Image.Image, label: str, pad: int = 4, bar_w: int = 256, bar_h: int = 12) -> Image.Image:
+    """``grid`` with the colormap of :func:`overlay` as a bar under it, ticks 0, 0.25, ..., 1 and ``label``."""
+    font = _font()
+    canvas = Image.new("RGB", (max(grid.width, bar_w + 2 * pad + 40), grid.height + bar_h + 3 * pad + 28), WHITE)
+    canvas.paste(grid, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    x0, y0 = 2 * pad, grid.height + pad
+    canvas.paste(Image.fromarray(jet(np.tile(np.linspace(0.0, 1.0, bar_w, dtype=np.float32), (bar_h, 1)))), (x0, y0))
+    draw.rectangle([x0 - 1, y0 - 1, x0 + bar_w, y0 + bar_h], outline=BLACK)
+    for v in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = x0 + round(v * (bar_w - 1))
+        draw.line([(x, y0 + bar_h), (x, y0 + bar_h + 3)], fill=BLACK)
+        text = f"{v:g}"
+        draw.text((x - draw.textlength(text, font=font) / 2, y0 + bar_h + 4), text, fill=BLACK, font=font)
+    draw.text((x0, y0 + bar_h + 16), label, fill=BLACK, font=font)
+    return canvas
+
+
 def save_png(image: Image.Image, path: str | Path) -> None:
     import io
 
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     write_bytes_atomic(path, buf.getvalue())
-
-
-# --------------------------------------------------------------------------- line plot
-
-def plot_curve(x: Sequence[float], y: Sequence[float | None], path: str | Path, title: str = "",
-               xlabel: str = "", ylabel: str = "", mark: int | None = None, size: tuple[int, int] = (640, 400),
-               percent: bool = True) -> Image.Image:
-    """A line plot with axes, ticks and labels (PIL's default font), the point ``mark`` highlighted; saved as PNG."""
-    w, h = size
-    left, right, top, bottom = 64, 20, 34, 52
-    font = _font()
-    canvas = Image.new("RGB", size, WHITE)
-    draw = ImageDraw.Draw(canvas)
-    xs = np.asarray(x, dtype=np.float64)
-    ys = np.asarray([np.nan if v is None else v for v in y], dtype=np.float64)
-    finite = ys[~np.isnan(ys)]
-    lo = float(np.floor(finite.min() * 10) / 10) if finite.size else 0.0
-    hi = float(np.ceil(finite.max() * 10) / 10) if finite.size else 1.0
-    if hi <= lo:
-        hi = lo + 0.1
-    x0, x1 = float(xs.min()), float(xs.max()) if xs.size else 1.0
-    if x1 <= x0:
-        x1 = x0 + 1.0
-
-    def px(xv: float, yv: float) -> tuple[float, float]:
-        return (left + (xv - x0) / (x1 - x0) * (w - left - right),
-                h - bottom - (yv - lo) / (hi - lo) * (h - top - bottom))
-
-    draw.line([(left, top), (left, h - bottom), (w - right, h - bottom)], fill=BLACK, width=1)
-    for v in np.linspace(lo, hi, 6):
-        _, yy = px(x0, v)
-        draw.line([(left - 4, yy), (left, yy)], fill=BLACK)
-        draw.line([(left + 1, yy), (w - right, yy)], fill=(230, 230, 230))
-        text = f"{100 * v:.0f}" if percent else f"{v:.2f}"
-        draw.text((left - 8 - draw.textlength(text, font=font), yy - 6), text, fill=BLACK, font=font)
-    for v in np.linspace(x0, x1, 12):
-        xx, _ = px(v, lo)
-        draw.line([(xx, h - bottom), (xx, h - bottom + 4)], fill=BLACK)
-        text = f"{v:.2f}"
-        draw.text((xx - draw.textlength(text, font=font) / 2, h - bottom + 6), text, fill=BLACK, font=font)
-    points = [px(a, b) for a, b in zip(xs, ys) if not np.isnan(b)]
-    if len(points) > 1:
-        draw.line(points, fill=(31, 119, 180), width=2)
-    elif points:
-        draw.point(points, fill=(31, 119, 180))
-    if mark is not None and 0 <= mark < len(xs) and not np.isnan(ys[mark]):
-        mx, my = px(xs[mark], ys[mark])
-        draw.ellipse([mx - 4, my - 4, mx + 4, my + 4], outline=(214, 39, 40), width=2)
-        text = f"best {xs[mark]:.2f}: {100 * ys[mark]:.2f}" if percent else f"best {xs[mark]:.2f}: {ys[mark]:.3f}"
-        draw.text((min(mx + 8, w - right - draw.textlength(text, font=font)), my - 16), text, fill=(214, 39, 40),
-                  font=font)
-    draw.text(((w - draw.textlength(title, font=font)) / 2, 8), title, fill=BLACK, font=font)
-    draw.text(((w - draw.textlength(xlabel, font=font)) / 2, h - 20), xlabel, fill=BLACK, font=font)
-    draw.text((6, top - 20), ylabel + (" (%)" if percent else ""), fill=BLACK, font=font)
-    save_png(canvas, path)
-    return canvas
 
 
 # --------------------------------------------------------------------------- the stage
@@ -210,6 +172,7 @@ def show_maps(cfg: Any, out_png: str | Path, maps_dirs: Sequence[str | Path] = (
             rows.append(row)
             labels.append(f"{sample['id']} {VOC_CLASSES[c] if c else '(no class)'}")
     grid = render_grid(rows, labels, ["image", "ground truth", *[t for t, _ in columns]], tile=tile)
+    grid = with_colour_bar(grid, "attention (each map scaled to its maximum), blended 50 % over the image")
     save_png(grid, out_png)
     return {"out": str(out_png), "split": split, "images": [dataset.ids[i] for i in indices],
             "columns": [t for t, _ in columns], "rows": len(rows)}

@@ -6,6 +6,7 @@
     sharpen segment ...           stage 3: SEC segmenter, CRF, predictions, submissions
     sharpen eval ...              metrics: mIoU, classification
     sharpen run                   all stages in order from one config
+    sharpen report                the report and figures of a run folder, redrawn from its JSON files
 
 Each stage also runs as ``python -m <package>`` (``python -m data build --out DIR``).
 Bad input exits with status 2 and one line ``error: <file>: <what was expected>``.
@@ -27,7 +28,7 @@ from sharpen_core.lock import folder_lock
 
 from .run import DiskFullError
 
-STAGES = ("data", "classify", "cues", "segment", "eval", "run")
+STAGES = ("data", "classify", "cues", "segment", "eval", "run", "report")
 
 
 class StageNotAvailable(RuntimeError):
@@ -437,6 +438,28 @@ def _build_run_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_run)
 
 
+# --------------------------------------------------------------------------- report
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import report_run
+
+    report = report_run(args.run_dir)
+    drawn = [p for p in report["figures"].values() if p]
+    print(f"report: {args.run_dir / 'report.md'}, {args.run_dir / 'report.json'}")
+    print(f"figures ({len(drawn)}, each as .png and .pdf, with its data as .csv except the attention maps): "
+          + ", ".join(drawn))
+    return 0
+
+
+def _build_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="redraw report.md/report.json and the figures of a run folder",
+                       description="Redraw report.md, report.json and figures/ (PNG, PDF and CSV) of a run "
+                                   "folder from the JSON files its stages wrote, without rerunning any stage: "
+                                   "after a change of style, or for a run copied from another machine. A "
+                                   "--seeds N root folder gets the report over its seeds and each seed its own.")
+    p.add_argument("--run-dir", type=Path, required=True, help="the run folder (run.run_dir of `sharpen run`)")
+    p.set_defaults(func=_cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sharpen",
@@ -450,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     _build_segment_parser(sub)
     _build_eval_parser(sub)
     _build_run_parser(sub)
+    _build_report_parser(sub)
     return parser
 
 

@@ -1,256 +1,273 @@
-"""Report figures with PIL only: grouped bars, several curves on one plot, horizontal bars.
+"""The report's figures, drawn from ``report.json`` alone (matplotlib through :mod:`sharpen_core.plots`).
 
-``cues.show`` draws one curve (``plot_curve``) and grids of maps (``render_grid``, ``show_maps``);
-the report needs a few more kinds of chart, drawn here in the same style (PIL's default font, white
-background) and saved atomically with ``cues.show.save_png``. Values are fractions; with
-``percent=True`` the axis shows them ×100. ``None`` (or NaN) values are left out of a chart.
+Each figure ``figures/<name>`` is written as ``<name>.png`` (shown in ``report.md``), ``<name>.pdf``
+(vector) and ``<name>.csv``: the numbers of ``report.json`` the figure shows, exactly as stored there
+(fractions, not percentages; ``*_std`` columns empty with one seed), so a user can replot them in
+their own style. With several seeds every figure that has a number per seed shows mean ± sample
+standard deviation (error bars, or bands around curves).
+
+* ``tau_curves``: cue mIoU against the background threshold τ (docs/method.md §6), best τ marked
+  (``rows[].tau_curve``);
+* ``per_class_iou``: per-class IoU of each segmenter (val, with CRF) and of the fully supervised
+  reference (``rows[].per_class_iou``, ``full_per_class_iou``);
+* ``seed_precision_recall``: the SEC seeds' mean precision and recall per cue set (``rows[].seed_*``);
+* ``classification_ap``: per-class AP of each classifier, mAP in the legend (``classifiers``);
+* ``training_classify``: loss terms per epoch of each classifier, L_cls, L_AS inner/last, L_AC
+  (docs/method.md §2; ``training.classify``, from its ``metrics.json``);
+* ``training_segment``: loss terms per iteration of each segmenter, seeding, expansion, constrain
+  (docs/method.md §4); cross-entropy for the reference (``training.segment``);
+* ``stages``: wall time and peak memory per stage (``stages``), drawn last so that it includes the
+  report stage's own numbers.
+
+The attention-map grid (pictures, no numbers) is drawn by :func:`cues.show.show_maps` in
+:mod:`pipeline.report`.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Callable, Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+from matplotlib.ticker import MaxNLocator
 
-from cues.show import BLACK, GREY, WHITE, save_png
+from sharpen_core.plots import (Bars, Line, draw_grouped_bars, draw_horizontal_bars, draw_lines, figure, finite,
+                                legend_below, line_figure, save_figure, write_csv)
 
-# A colour-blind-friendly qualitative palette (the usual ten categorical colours), then greys.
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+# (key, title) in the order report.md shows them.
+FIGURE_TITLES: tuple[tuple[str, str], ...] = (
+    ("tau_curves", "Cue mIoU against the background threshold τ"),
+    ("per_class_iou", "Per-class IoU (val, with CRF)"),
+    ("seed_precision_recall", "SEC seeds: precision and recall"),
+    ("attention_grid", "Attention maps"),
+    ("classification_ap", "Classifiers: per-class AP (val)"),
+    ("training_classify", "Training curves of the classifiers"),
+    ("training_segment", "Training curves of the segmenters"),
+    ("stages", "Wall time and peak memory per stage"),
 )
-REFERENCE_COLOUR = (60, 60, 60)  # the fully supervised reference
-GRIDLINE = (230, 230, 230)
+
+# Loss terms as metrics.json names them, and as the paper / SEC write them.
+TERM_LABELS: dict[str, str] = {
+    "train_loss": "L (total, Eq. 6)", "train_cls": "$L_{cls}$", "train_as_inner": "$L_{AS}^{inner}$",
+    "train_as_last": "$L_{AS}^{last}$", "train_ac": "$L_{AC}$",
+    "loss": "L (total)", "seed": "seeding", "expand": "expansion", "constrain": "constrain",
+}
 
 
-def series_colour(k: int) -> tuple[int, int, int]:
-    return PALETTE[k % len(PALETTE)]
+class NothingToDraw(ValueError):
+    """The report holds no number this figure would show."""
 
 
-def _font() -> ImageFont.ImageFont:
-    return ImageFont.load_default()
+def _std_list(values: dict[str, Any] | None, keys: Sequence[str]) -> list[float | None]:
+    return [(values or {}).get(k) for k in keys]
 
 
-def _text_width(text: str, font: ImageFont.ImageFont) -> float:
-    return ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=font)
+def _seeds_note(report: dict[str, Any]) -> str:
+    n = int(report.get("n_seeds") or 1)
+    return f" (mean ± sd over {n} seeds)" if n > 1 else ""
 
 
-def _finite(v: float | None) -> bool:
-    return v is not None and not (isinstance(v, float) and math.isnan(v))
+# --------------------------------------------------------------------------- the figures
+
+def tau_curves(report: dict[str, Any], stem: Path) -> None:
+    rows = [r for r in report.get("rows") or [] if (r.get("tau_curve") or {}).get("tau")]
+    if not rows:
+        raise NothingToDraw("no row has a tau curve")
+    lines, table = [], []
+    for r in rows:
+        c = r["tau_curve"]
+        mark = best_tau_index(c, r.get("cue_best_tau"))
+        mark_label = ""
+        if mark is not None and finite(c["miou"][mark]):
+            mark_label = f"(τ*={float(c['tau'][mark]):.2f}: {100 * float(c['miou'][mark]):.1f})"
+        std = c.get("miou_std")
+        lines.append(Line(r["label"], c["tau"], c["miou"], std=std, mark=mark, mark_label=mark_label))
+        for i, (t, v) in enumerate(zip(c["tau"], c["miou"])):
+            table.append((r["label"], t, v, std[i] if std else None, i == mark))
+    write_csv(stem.with_suffix(".csv"), ("series", "tau", "miou", "miou_std", "marked_best"), table)
+    line_figure(stem, lines, title="Cue mIoU against the background threshold τ" + _seeds_note(report),
+                xlabel="background threshold τ (fraction of each map's maximum)", ylabel="cue mIoU (%)",
+                scale=100.0, size=(7.0, 4.8))
 
 
-def nice_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
-    """Evenly spaced round tick values covering ``[lo, hi]`` (step 1, 2, 2.5 or 5 × 10^k), at most ``max_ticks``+1."""
-    span = hi - lo if hi > lo else 1.0
-    for exp in range(-4, 7):
-        for m in (1.0, 2.0, 2.5, 5.0):
-            step = m * 10.0 ** exp
-            first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
-            if last - first <= max_ticks and step >= span / max_ticks / 2:
-                return [round(k * step, 10) for k in range(first, max(last, first + 1) + 1)]
-    return [lo, hi]  # pragma: no cover
+def per_class_iou(report: dict[str, Any], stem: Path) -> None:
+    series: list[tuple[str, dict[str, Any], dict[str, Any] | None, bool]] = [
+        (r["label"], r.get("per_class_iou") or {}, r.get("per_class_iou_std"), False)
+        for r in report.get("rows") or []]
+    ref = report.get("full_supervision") or {}
+    if report.get("full_per_class_iou"):
+        series.append(("full supervision", report["full_per_class_iou"], ref.get("full_per_class_iou_std"), True))
+    series = [s for s in series if any(finite(v) for v in s[1].values())]
+    classes: list[str] = []
+    for _, d, _, _ in series:
+        classes += [c for c, v in d.items() if c not in classes and finite(v)]
+    if not series or not classes:
+        raise NothingToDraw("no per-class IoU in any row")
+    table = [(label, c, d.get(c), (std or {}).get(c)) for label, d, std, _ in series for c in classes
+             if finite(d.get(c))]
+    write_csv(stem.with_suffix(".csv"), ("series", "class", "iou", "iou_std"), table)
+    bars = [Bars(label, [d.get(c) for c in classes], _std_list(std, classes), reference=ref_)
+            for label, d, std, ref_ in series]
+    with figure(max(6.4, 1.0 + 0.14 * len(classes) * len(bars)), 4.8) as fig:
+        ax = fig.add_subplot()
+        draw_grouped_bars(ax, classes, bars, scale=100.0)
+        ax.set_ylabel("IoU (%)")
+        ax.set_title("Per-class IoU on val, segmenters with CRF" + _seeds_note(report))
+        legend_below(fig, ax, ncol=min(3, len(bars)))
+        save_figure(fig, stem)
 
 
-def _nice_range(values: Sequence[float], floor_zero: bool) -> tuple[float, float]:
-    """A y range with round ends covering ``values`` (0..1 when there is nothing to show)."""
-    vals = [float(v) for v in values if _finite(v)]
-    if not vals:
-        return 0.0, 1.0
-    lo = 0.0 if floor_zero else min(vals)
-    hi = max(vals)
-    if hi <= lo:
-        hi = lo + 0.1
-    ticks = nice_ticks(lo, hi)
-    return ticks[0], ticks[-1]
+def seed_precision_recall(report: dict[str, Any], stem: Path) -> None:
+    rows = [r for r in report.get("rows") or [] if finite(r.get("seed_precision")) or finite(r.get("seed_recall"))]
+    if not rows:
+        raise NothingToDraw("no row has seed precision or recall")
+    fields = ("seed_precision", "seed_recall")
+    write_csv(stem.with_suffix(".csv"), ("series", *[x for f in fields for x in (f, f + "_std")]),
+              [(r["label"], *[r.get(x) for f in fields for x in (f, f + "_std")]) for r in rows])
+    bars = [Bars(r["label"], [r.get(f) for f in fields], [r.get(f + "_std") for f in fields]) for r in rows]
+    with figure(max(5.0, 2.0 + 0.5 * len(rows)), 4.2) as fig:
+        ax = fig.add_subplot()
+        draw_grouped_bars(ax, ["precision", "recall"], bars, scale=100.0, rotate=False)
+        ax.set_ylabel("pixels (%)")
+        ax.set_ylim(0, 105)
+        ax.set_title("SEC seeds against the ground truth (mean over classes)" + _seeds_note(report))
+        legend_below(fig, ax, ncol=min(3, len(bars)))
+        save_figure(fig, stem)
 
 
-def _legend(draw: ImageDraw.ImageDraw, entries: Sequence[tuple[str, tuple[int, int, int]]], x: int, y: int,
-            max_width: int, font: ImageFont.ImageFont) -> int:
-    """Draw colour swatches with labels left to right, wrapping at ``max_width``; return the height used."""
-    cx, cy, line_h = x, y, 14
-    for label, colour in entries:
-        w = 14 + int(_text_width(label, font)) + 14
-        if cx + w > x + max_width and cx > x:
-            cx, cy = x, cy + line_h
-        draw.rectangle([cx, cy + 2, cx + 9, cy + 11], fill=colour)
-        draw.text((cx + 13, cy), label, fill=BLACK, font=font)
-        cx += w
-    return cy + line_h - y
+def classification_ap(report: dict[str, Any], stem: Path) -> None:
+    classifiers = [(v, c) for v, c in (report.get("classifiers") or {}).items()
+                   if any(finite(x) for x in (c.get("per_class_ap") or {}).values())]
+    if not classifiers:
+        raise NothingToDraw("no classifier has per-class AP")
+    classes: list[str] = []
+    for _, c in classifiers:
+        classes += [k for k, v in c["per_class_ap"].items() if k not in classes and finite(v)]
+    table = [(v, k, c["per_class_ap"].get(k), (c.get("per_class_ap_std") or {}).get(k))
+             for v, c in classifiers for k in classes if finite(c["per_class_ap"].get(k))]
+    table += [(v, "mAP", c.get("map"), c.get("map_std")) for v, c in classifiers if finite(c.get("map"))]
+    write_csv(stem.with_suffix(".csv"), ("classifier", "class", "ap", "ap_std"), table)
+
+    def label(v: str, c: dict[str, Any]) -> str:
+        if not finite(c.get("map")):
+            return v
+        sd = f" ± {100 * float(c['map_std']):.1f}" if finite(c.get("map_std")) else ""
+        return f"{v} (mAP {100 * float(c['map']):.1f}{sd})"
+
+    bars = [Bars(label(v, c), [c["per_class_ap"].get(k) for k in classes], _std_list(c.get("per_class_ap_std"),
+                                                                                      classes))
+            for v, c in classifiers]
+    with figure(max(6.4, 1.0 + 0.14 * len(classes) * len(bars)), 4.6) as fig:
+        ax = fig.add_subplot()
+        draw_grouped_bars(ax, classes, bars, scale=100.0)
+        ax.set_ylabel("average precision (%)")
+        ax.set_ylim(0, 105)
+        ax.set_title("Per-class AP of the classifiers on val" + _seeds_note(report))
+        legend_below(fig, ax, ncol=min(3, len(bars)))
+        save_figure(fig, stem)
 
 
-def _legend_height(labels: Sequence[str], max_width: int, font: ImageFont.ImageFont) -> int:
-    scratch = ImageDraw.Draw(Image.new("RGB", (max(max_width, 1), 400)))
-    return _legend(scratch, [(t, BLACK) for t in labels], 0, 0, max_width, font)
+def _training(report: dict[str, Any], stem: Path, stage: str, what: str) -> None:
+    curves = [(name, c) for name, c in ((report.get("training") or {}).get(stage) or {}).items()
+              if c and c.get("x") and c.get("terms")]
+    if not curves:
+        raise NothingToDraw(f"no {what} has a metrics.json history")
+    table = []
+    for name, c in curves:
+        for term, values in c["terms"].items():
+            stds = (c.get("terms_std") or {}).get(term)
+            for i, (x, v) in enumerate(zip(c["x"], values)):
+                table.append((name, term, x, v, stds[i] if stds else None))
+    x_name = curves[0][1].get("x_name", "step")
+    write_csv(stem.with_suffix(".csv"), ("model", "term", x_name, "value", "value_std"), table)
+    ncols = min(3, len(curves))
+    nrows = math.ceil(len(curves) / ncols)
+    with figure(3.4 * ncols + 0.4, 2.9 * nrows + 0.5) as fig:
+        axes = fig.subplots(nrows, ncols, squeeze=False)
+        for ax, (name, c) in zip(axes.flat, curves):
+            stds = c.get("terms_std") or {}
+            lines = [Line(TERM_LABELS.get(t, t), c["x"], v, std=stds.get(t)) for t, v in c["terms"].items()]
+            draw_lines(ax, lines)
+            window = int(c.get("window") or 1)
+            ax.set_xlabel(c.get("x_name", "step") + (f" (mean over windows of {window})" if window > 1 else ""))
+            ax.set_ylabel("loss")
+            if len(c["x"]) <= 10:
+                ax.set_xticks(c["x"])  # a few epochs: one tick each
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(name, fontsize=9)
+            ax.legend(fontsize=7, loc="best")
+        for ax in list(axes.flat)[len(curves):]:
+            ax.set_visible(False)
+        fig.suptitle(f"Training losses of the {what}s" + _seeds_note(report))
+        save_figure(fig, stem)
 
 
-def _y_axis(draw: ImageDraw.ImageDraw, left: int, right_x: int, top: int, bottom_y: int, lo: float, hi: float,
-            percent: bool, font: ImageFont.ImageFont) -> None:
-    draw.line([(left, top), (left, bottom_y), (right_x, bottom_y)], fill=BLACK)
-    for v in nice_ticks(lo, hi):
-        yy = bottom_y - (v - lo) / (hi - lo) * (bottom_y - top)
-        draw.line([(left - 4, yy), (left, yy)], fill=BLACK)
-        if v > lo:
-            draw.line([(left + 1, yy), (right_x, yy)], fill=GRIDLINE)
-        text = f"{100 * v:g}" if percent else f"{v:g}"
-        draw.text((left - 8 - _text_width(text, font), yy - 6), text, fill=BLACK, font=font)
+def training_classify(report: dict[str, Any], stem: Path) -> None:
+    _training(report, stem, "classify", "classifier")
 
 
-def _rotated_text(text: str, font: ImageFont.ImageFont) -> Image.Image:
-    """``text`` in black on white, turned 90° anticlockwise (reads bottom to top)."""
-    w = max(1, int(_text_width(text, font)) + 2)
-    im = Image.new("RGB", (w, 12), WHITE)
-    ImageDraw.Draw(im).text((1, 0), text, fill=BLACK, font=font)
-    return im.rotate(90, expand=True)
+def training_segment(report: dict[str, Any], stem: Path) -> None:
+    _training(report, stem, "segment", "segmenter")
 
 
-# --------------------------------------------------------------------------- grouped bars
+def stages(report: dict[str, Any], stem: Path) -> None:
+    items = [(n, s) for n, s in (report.get("stages") or {}).items()
+             if finite(s.get("wall_seconds")) or finite(s.get("peak_rss_mib"))]
+    if not items:
+        raise NothingToDraw("no stage has a wall time or peak memory")
+    fields = ("wall_seconds", "peak_rss_mib")
+    write_csv(stem.with_suffix(".csv"), ("stage", *[x for f in fields for x in (f, f + "_std")]),
+              [(n, *[s.get(x) for f in fields for x in (f, f + "_std")]) for n, s in items])
+    names = [n for n, _ in items]
+    with figure(7.6, 0.8 + 0.32 * len(items)) as fig:
+        left, right = fig.subplots(1, 2, sharey=True)
+        draw_horizontal_bars(left, names, [s.get("wall_seconds") for _, s in items],
+                             [s.get("wall_seconds_std") for _, s in items], k=3)
+        left.set_xlabel("wall time (s)")
+        draw_horizontal_bars(right, names, [s.get("peak_rss_mib") for _, s in items],
+                             [s.get("peak_rss_mib_std") for _, s in items], k=4, fmt="{:.0f}")
+        right.set_xlabel("peak resident memory (MiB)")
+        fig.suptitle("Wall time and peak memory per stage" + _seeds_note(report))
+        save_figure(fig, stem)
 
-def grouped_bars(categories: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]],
-                 path: str | Path, title: str = "", ylabel: str = "", percent: bool = True,
-                 colours: Sequence[tuple[int, int, int]] | None = None, bar_width: int = 7,
-                 height: int = 420) -> Image.Image:
-    """One group of bars per category, one bar (and colour) per series; a missing value leaves a gap.
 
-    ``series`` is ``[(label, values per category), ...]``; the y axis starts at 0.
+DATA_FIGURES: dict[str, Callable[[dict[str, Any], Path], None]] = {
+    "tau_curves": tau_curves, "per_class_iou": per_class_iou, "seed_precision_recall": seed_precision_recall,
+    "classification_ap": classification_ap, "training_classify": training_classify,
+    "training_segment": training_segment, "stages": stages,
+}
+
+
+def best_tau_index(curve: dict[str, Any], best_tau: float | None = None) -> int | None:
+    """The point of ``curve`` to mark: the one at ``best_tau`` when the curve has it, else its maximum."""
+    taus, miou = curve.get("tau") or [], curve.get("miou") or []
+    if finite(best_tau):
+        near = [i for i, t in enumerate(taus) if abs(float(t) - float(best_tau)) < 1e-6]
+        if near:
+            return near[0]
+    best = [(float(v), -i) for i, v in enumerate(miou) if finite(v)]
+    return -max(best)[1] if best else None
+
+
+def draw_data_figures(report: dict[str, Any], fig_dir: Path, notes: list[str], only: Sequence[str] | None = None,
+                      skip: Sequence[str] = ()) -> dict[str, str | None]:
+    """Draw the figures of :data:`DATA_FIGURES` (those in ``only``, if given, less ``skip``) into ``fig_dir``.
+
+    Returns ``{name: "figures/<name>.png" | None}``. A figure with nothing to show, or whose drawing
+    fails, is left out with a note (it never costs the report).
     """
-    font = _font()
-    n_series = max(1, len(series))
-    colours = list(colours) if colours is not None else [series_colour(k) for k in range(n_series)]
-    gap = max(6, bar_width)
-    group_w = n_series * bar_width + gap
-    left, right, top = 56, 16, 30
-    plot_w = max(len(categories), 1) * group_w
-    width = max(left + plot_w + right, 360)
-    legend_h = _legend_height([s[0] for s in series], width - left - right, font)
-    label_h = max([_rotated_text(c, font).height for c in categories] + [12])
-    bottom = label_h + 12 + legend_h + 8
-    canvas = Image.new("RGB", (width, height + label_h + legend_h), WHITE)
-    h = canvas.height
-    draw = ImageDraw.Draw(canvas)
-    all_values = [v for _, vals in series for v in vals]
-    lo, hi = _nice_range(all_values, floor_zero=True)
-    bottom_y = h - bottom
-    _y_axis(draw, left, left + plot_w, top, bottom_y, lo, hi, percent, font)
-    for i, cat in enumerate(categories):
-        gx = left + gap // 2 + i * group_w
-        for k, (_, vals) in enumerate(series):
-            v = vals[i] if i < len(vals) else None
-            if not _finite(v):
-                continue
-            y = bottom_y - (float(v) - lo) / (hi - lo) * (bottom_y - top)
-            x = gx + k * bar_width
-            draw.rectangle([x, min(y, bottom_y - 1), x + bar_width - 2, bottom_y - 1], fill=colours[k % len(colours)])
-        rot = _rotated_text(cat, font)
-        canvas.paste(rot, (int(gx + (n_series * bar_width) / 2 - rot.width / 2), bottom_y + 4))
-    _legend(draw, [(label, colours[k % len(colours)]) for k, (label, _) in enumerate(series)],
-            left, bottom_y + label_h + 10, width - left - right, font)
-    draw.text(((width - _text_width(title, font)) / 2, 8), title, fill=BLACK, font=font)
-    draw.text((6, top - 20), ylabel + (" (%)" if percent and ylabel else ""), fill=BLACK, font=font)
-    save_png(canvas, path)
-    return canvas
-
-
-# --------------------------------------------------------------------------- several curves
-
-def plot_curves(series: Sequence[tuple[str, Sequence[float], Sequence[float | None]]], path: str | Path,
-                title: str = "", xlabel: str = "", ylabel: str = "", marks: Sequence[int | None] | None = None,
-                percent: bool = True, size: tuple[int, int] = (720, 440),
-                colours: Sequence[tuple[int, int, int]] | None = None) -> Image.Image:
-    """Line plot of several ``(label, x, y)`` series on shared axes, a legend below, ``marks[k]`` circled.
-
-    The legend label of a marked series gains the marked point (``best τ=0.25: 41.3``).
-    """
-    font = _font()
-    w, h0 = size
-    colours = list(colours) if colours is not None else [series_colour(k) for k in range(len(series))]
-    marks = list(marks) if marks is not None else [None] * len(series)
-    labels = []
-    for k, (label, xs, ys) in enumerate(series):
-        m = marks[k] if k < len(marks) else None
-        if m is not None and 0 <= m < len(xs) and _finite(ys[m]):
-            value = f"{100 * ys[m]:.1f}" if percent else f"{ys[m]:.3f}"
-            label = f"{label} (best {xs[m]:.2f}: {value})"
-        labels.append(label)
-    left, right, top = 64, 20, 34
-    legend_h = _legend_height(labels, w - left - right, font)
-    h = h0 + legend_h
-    bottom = 44 + legend_h + 8
-    canvas = Image.new("RGB", (w, h), WHITE)
-    draw = ImageDraw.Draw(canvas)
-    all_x = [float(x) for _, xs, _ in series for x in xs]
-    all_y = [y for _, _, ys in series for y in ys]
-    lo, hi = _nice_range(all_y, floor_zero=False)
-    x0, x1 = (min(all_x), max(all_x)) if all_x else (0.0, 1.0)
-    if x1 <= x0:
-        x1 = x0 + 1.0
-    bottom_y = h - bottom
-
-    def px(xv: float, yv: float) -> tuple[float, float]:
-        return (left + (xv - x0) / (x1 - x0) * (w - left - right),
-                bottom_y - (yv - lo) / (hi - lo) * (bottom_y - top))
-
-    _y_axis(draw, left, w - right, top, bottom_y, lo, hi, percent, font)
-    for v in nice_ticks(x0, x1, max_ticks=12):
-        if v < x0 - 1e-9 or v > x1 + 1e-9:
+    out: dict[str, str | None] = {}
+    for name, draw in DATA_FIGURES.items():
+        if (only is not None and name not in only) or name in skip:
             continue
-        xx, _ = px(v, lo)
-        draw.line([(xx, bottom_y), (xx, bottom_y + 4)], fill=BLACK)
-        text = f"{v:g}"
-        draw.text((xx - _text_width(text, font) / 2, bottom_y + 6), text, fill=BLACK, font=font)
-    for k, (_, xs, ys) in enumerate(series):
-        colour = colours[k % len(colours)]
-        points = [px(float(a), float(b)) for a, b in zip(xs, ys) if _finite(b)]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        elif points:
-            (x, y), = points
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        m = marks[k] if k < len(marks) else None
-        if m is not None and 0 <= m < len(xs) and _finite(ys[m]):
-            mx, my = px(float(xs[m]), float(ys[m]))
-            draw.ellipse([mx - 5, my - 5, mx + 5, my + 5], outline=colour, width=2)
-            draw.line([(mx, my + 6), (mx, bottom_y)], fill=colour)
-    draw.text(((w - _text_width(xlabel, font)) / 2, bottom_y + 22), xlabel, fill=BLACK, font=font)
-    _legend(draw, list(zip(labels, [colours[k % len(colours)] for k in range(len(series))])),
-            left, bottom_y + 40, w - left - right, font)
-    draw.text(((w - _text_width(title, font)) / 2, 8), title, fill=BLACK, font=font)
-    draw.text((6, top - 20), ylabel + (" (%)" if percent and ylabel else ""), fill=BLACK, font=font)
-    save_png(canvas, path)
-    return canvas
-
-
-# --------------------------------------------------------------------------- horizontal bars
-
-def horizontal_bars(labels: Sequence[str], values: Sequence[float | None], path: str | Path, title: str = "",
-                    annotations: Mapping[int, str] | Sequence[str] | None = None, unit: str = "",
-                    width: int = 640, row_h: int = 20) -> Image.Image:
-    """One horizontal bar per label (length ∝ value, from 0), the value and an optional note at its end."""
-    font = _font()
-    label_w = int(max([_text_width(t, font) for t in labels] + [0])) + 12
-    top, pad = 28, 6
-    height = top + len(labels) * row_h + 2 * pad
-    canvas = Image.new("RGB", (width, max(height, 60)), WHITE)
-    draw = ImageDraw.Draw(canvas)
-    vals = [float(v) for v in values if _finite(v)]
-    vmax = max(vals) if vals and max(vals) > 0 else 1.0
-    text_room = 220
-    bar_max = max(20, width - label_w - text_room)
-    for i, (label, v) in enumerate(zip(labels, values)):
-        y = top + i * row_h
-        draw.text((6, y + 3), label, fill=BLACK, font=font)
-        note = ""
-        if annotations is not None:
-            note = annotations[i] if i < len(annotations) else ""  # type: ignore[index]
-        if _finite(v):
-            length = max(1, int(round(float(v) / vmax * bar_max)))
-            draw.rectangle([label_w, y + 3, label_w + length, y + row_h - 4], fill=series_colour(0))
-            text = f"{float(v):.1f}{unit}" + (f"  {note}" if note else "")
-            draw.text((label_w + length + 6, y + 3), text, fill=BLACK, font=font)
-        else:
-            draw.text((label_w + 2, y + 3), "n/a" + (f"  {note}" if note else ""), fill=GREY, font=font)
-    draw.line([(label_w, top - 2), (label_w, top + len(labels) * row_h)], fill=BLACK)
-    draw.text(((width - _text_width(title, font)) / 2, 8), title, fill=BLACK, font=font)
-    save_png(canvas, path)
-    return canvas
+        try:
+            draw(report, fig_dir / name)
+            out[name] = f"{fig_dir.name}/{name}.png"
+        except NothingToDraw as e:
+            notes.append(f"figure {name} not drawn: {e}")
+            out[name] = None
+        except Exception as e:  # a figure must never cost the report
+            notes.append(f"figure {name} not drawn: {type(e).__name__}: {e}")
+            out[name] = None
+    return out

@@ -10,8 +10,14 @@ variant × mechanism, the fully supervised reference, per-stage timings, the con
 * ``report.md``: the main table (percentages, ``mean ± std`` with several seeds), the reference, the
   submission, a comparison of every row with the best one against the seed noise, the stage table,
   the figures and a note on reading them;
-* ``figures/``: ``per_class_iou.png``, ``tau_curves.png``, ``attention_grid.png`` (through
-  :func:`cues.show.show_maps`) and ``stages.png``; a figure that cannot be drawn is skipped with a note.
+* ``report.json`` also holds each classifier's per-class AP (``classifiers``) and the loss curves of
+  every classifier and segmenter from their ``metrics.json`` (``training``);
+* ``figures/``: the figures of :mod:`pipeline.figures` (PNG, PDF and a CSV of the numbers each shows)
+  and the attention-map grid (:func:`cues.show.show_maps`, PNG and PDF); a figure that cannot be drawn
+  is skipped with a note.
+
+:func:`report_run` writes all of it from a run folder's JSON files: the report stage of ``sharpen
+run`` and ``sharpen report --run-dir DIR`` (a redraw, nothing rerun) both call it.
 
 The weak/full ratio of a row is its segmenter's val mIoU with CRF over the fully supervised
 segmenter's val mIoU with CRF (both without CRF when the reference has no CRF number); with several
@@ -216,6 +222,83 @@ def aggregate_stages(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return stages
 
 
+CLASSIFY_TERMS: tuple[str, ...] = ("train_loss", "train_cls", "train_as_inner", "train_as_last", "train_ac")
+ICASC_TERMS = frozenset({"train_as_inner", "train_as_last", "train_ac"})  # not computed for the baseline
+SEGMENT_TERMS: tuple[str, ...] = ("loss", "seed", "expand", "constrain")
+MAX_CURVE_POINTS = 200
+
+
+def training_curve(history: Sequence[dict[str, Any]] | None, x_key: str, terms: Sequence[str],
+                   max_points: int = MAX_CURVE_POINTS) -> dict[str, Any] | None:
+    """The loss terms of one model from its ``metrics.json`` history, as the training figures show them.
+
+    One point per entry, or with more than ``max_points`` entries the mean over windows of
+    ``ceil(n / max_points)`` consecutive entries (x: the window's last epoch/iteration). Terms absent
+    from every entry are left out; None without entries.
+    """
+    entries = [h for h in history or [] if _is_number(h.get(x_key))]
+    present = [t for t in terms if any(_is_number(h.get(t)) for h in entries)]
+    if not entries or not present:
+        return None
+    w = max(1, math.ceil(len(entries) / max_points))
+    chunks = [entries[i:i + w] for i in range(0, len(entries), w)]
+    return {"x_name": x_key, "x": [chunk[-1][x_key] for chunk in chunks], "window": w,
+            "terms": {t: [mean_std([h.get(t) for h in chunk])[0] for chunk in chunks] for t in present}}
+
+
+def _mean_training(curves: Sequence[dict[str, Any] | None], where: str, notes: list[str]) -> dict[str, Any] | None:
+    """The seeds' curves averaged pointwise (``terms_std`` per point) when they share x and terms; else the first."""
+    present = [c for c in curves if c]
+    if not present:
+        return None
+    first = present[0]
+    if len(present) == 1:
+        return {**first, "terms_std": None}
+    if any(c["x"] != first["x"] or list(c["terms"]) != list(first["terms"]) for c in present[1:]):
+        notes.append(f"training curves of {where}: the seeds' histories differ in length; the first seed's is shown")
+        return {**first, "terms_std": None}
+    terms, stds = {}, {}
+    for t in first["terms"]:
+        pairs = [mean_std([c["terms"][t][i] for c in present]) for i in range(len(first["x"]))]
+        terms[t], stds[t] = [m for m, _ in pairs], [sd for _, sd in pairs]
+    return {**first, "terms": terms, "terms_std": stds}
+
+
+def aggregate_classifiers(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per classifier variant: mAP and per-class AP on val (mean, ``_std``; ``map_values`` per seed)."""
+    runs = list(summary.get("per_seed") or [summary])
+    names: list[str] = []
+    for run in [summary, *runs]:
+        names += [v for v in (run.get("classifiers") or {}) if v not in names]
+    out = {}
+    for v in names:
+        entries = [(run.get("classifiers") or {}).get(v) or {} for run in runs]
+        values = [float(e["map"]) if _is_number(e.get("map")) else None for e in entries]
+        m, sd = mean_std(values)
+        ap, ap_std = _mean_dict([e.get("per_class_ap") for e in entries])
+        out[v] = {"map": m, "map_std": sd, "map_values": values, "per_class_ap": ap, "per_class_ap_std": ap_std}
+    return out
+
+
+def aggregate_training(summary: dict[str, Any], notes: list[str]) -> dict[str, dict[str, Any]]:
+    """The training curves (:func:`training_curve`) of every classifier and segmenter, mean ± std over seeds."""
+    runs = list(summary.get("per_seed") or [summary])
+    out: dict[str, dict[str, Any]] = {"classify": {}, "segment": {}}
+    for stage, key, x_key in (("classify", "classifiers", "epoch"), ("segment", "segmenters", "iteration")):
+        names: list[str] = []
+        for run in [summary, *runs]:
+            names += [n for n in (run.get(key) or {}) if n not in names]
+        for name in names:
+            terms = SEGMENT_TERMS if stage == "segment" else tuple(
+                t for t in CLASSIFY_TERMS if name != "baseline" or t not in ICASC_TERMS)
+            curves = [training_curve(((run.get(key) or {}).get(name) or {}).get("history"), x_key, terms)
+                      for run in runs]
+            curve = _mean_training(curves, f"{stage} {name}", notes)
+            if curve is not None:
+                out[stage][name] = curve
+    return out
+
+
 def compare_rows(rows: Sequence[dict[str, Any]], n_seeds: int) -> dict[str, Any] | None:
     """Each row against the best row on the furthest-stage mIoU all rows share, judged against seed noise.
 
@@ -357,12 +440,16 @@ def report_markdown(report: dict[str, Any]) -> str:
         "## Figures",
         "",
     ]
-    titles = {"per_class_iou": "Per-class IoU (val, with CRF)",
-              "tau_curves": "Cue mIoU against the background threshold τ",
-              "attention_grid": "Attention maps", "stages": "Wall time per stage"}
-    for key, title in titles.items():
+    from .figures import FIGURE_TITLES
+
+    parts += ["Each figure is also a vector PDF, and (except the attention maps) a CSV of the numbers of "
+              "`report.json` it shows, beside its PNG.", ""]
+    for key, title in FIGURE_TITLES:
         rel = (report.get("figures") or {}).get(key)
+        links = f"[PDF]({rel[:-4]}.pdf)" + ("" if key == "attention_grid" else f" · [CSV]({rel[:-4]}.csv)") \
+            if rel else ""
         parts += [f"### {title}", "", f"![{title}]({rel})" if rel else "(not drawn; see the notes)", ""]
+        parts += [links, ""] if links else []
     parts += [
         "## How to read this",
         "",
@@ -385,105 +472,58 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- figures
 
-def best_tau_index(curve: dict[str, Any], best_tau: float | None = None) -> int | None:
-    """The point of ``curve`` to mark: the one at ``best_tau`` when the curve has it, else its maximum."""
-    taus, miou = curve.get("tau") or [], curve.get("miou") or []
-    if _is_number(best_tau):
-        near = [i for i, t in enumerate(taus) if abs(float(t) - float(best_tau)) < 1e-6]
-        if near:
-            return near[0]
-    finite = [(float(v), -i) for i, v in enumerate(miou) if _is_number(v)]
-    return -max(finite)[1] if finite else None
-
-
-def _figure(notes: list[str], name: str, draw: Callable[[], Any]) -> bool:
-    """Run ``draw``; on failure keep going and say why in the notes."""
-    try:
-        draw()
-        return True
-    except Exception as e:  # a figure must never cost the report
-        notes.append(f"figure {name} not drawn: {type(e).__name__}: {e}")
-        return False
-
-
 def draw_figures(report: dict[str, Any], summary: dict[str, Any], fig_dir: Path, show_grid: bool,
-                 notes: list[str]) -> dict[str, str | None]:
-    """Draw the figures into ``fig_dir``; return their paths relative to the run folder (None: not drawn)."""
-    from .figures import REFERENCE_COLOUR, grouped_bars, horizontal_bars, plot_curves, series_colour
+                 notes: list[str], run_dir: Path | None = None,
+                 own_stage: dict[str, Any] | Callable[[], dict[str, Any]] | None = None) -> dict[str, str | None]:
+    """Draw the figures into ``fig_dir``; return their PNG paths relative to the run folder (None: not drawn).
 
-    rows = report["rows"]
-    figures: dict[str, str | None] = {"per_class_iou": None, "tau_curves": None, "attention_grid": None,
-                                      "stages": None}
-    rel = f"{FIGURES_DIR}/"
+    The data figures come from ``report`` alone (:mod:`pipeline.figures`); the attention grid from the
+    rows' extraction folders (``maps_dir``, relative to ``run_dir`` unless absolute). ``own_stage``
+    (or what it returns) becomes ``report["stages"]["report"]`` just before the stages figure, drawn
+    last, so that figure shows the report stage too.
+    """
+    from .figures import FIGURE_TITLES, draw_data_figures
 
-    # per-class IoU: one bar per row and the reference
-    ref = report["full_supervision"]
-    series = [(r["label"], r.get("per_class_iou") or {}) for r in rows]
-    if ref.get("full_per_class_iou"):
-        series.append(("full supervision", ref["full_per_class_iou"]))
-    classes: list[str] = []
-    for _, d in series:
-        classes += [c for c in d if c not in classes]
-    series = [(label, d) for label, d in series if any(_is_number(v) for v in d.values())]
-    if classes and series:
-        colours = [REFERENCE_COLOUR if label == "full supervision" else series_colour(k)
-                   for k, (label, _) in enumerate(series)]
-        if _figure(notes, "per_class_iou.png", lambda: grouped_bars(
-                classes, [(label, [d.get(c) for c in classes]) for label, d in series],
-                fig_dir / "per_class_iou.png", title="Per-class IoU on val (segmenter with CRF)", ylabel="IoU",
-                colours=colours)):
-            figures["per_class_iou"] = rel + "per_class_iou.png"
-    else:
-        notes.append("figure per_class_iou.png not drawn: no per-class IoU in any row")
+    drawn = draw_data_figures(report, fig_dir, notes, skip=("stages",))
+    figures: dict[str, str | None] = {key: drawn.get(key) for key, _ in FIGURE_TITLES}
+    figures["attention_grid"] = _attention_grid(report, summary, fig_dir, show_grid, notes,
+                                                Path(run_dir) if run_dir is not None else fig_dir.parent)
+    if own_stage is not None:
+        report["stages"]["report"] = own_stage() if callable(own_stage) else own_stage
+    figures.update(draw_data_figures(report, fig_dir, notes, only=("stages",)))
+    return figures
 
-    # tau curves, best tau marked
-    with_curve = [r for r in rows if r.get("tau_curve") and r["tau_curve"].get("tau")]
-    curves = [(r["label"], r["tau_curve"]) for r in with_curve]
-    if curves:
-        marks = [best_tau_index(r["tau_curve"], r.get("cue_best_tau")) for r in with_curve]
-        if _figure(notes, "tau_curves.png", lambda: plot_curves(
-                [(label, c["tau"], c["miou"]) for label, c in curves], fig_dir / "tau_curves.png",
-                title="Cue mIoU against the background threshold tau", xlabel="background threshold tau",
-                ylabel="cue mIoU", marks=marks)):
-            figures["tau_curves"] = rel + "tau_curves.png"
-    else:
-        notes.append("figure tau_curves.png not drawn: no row has a tau curve")
 
-    # attention maps of the rows' extraction folders
+def _attention_grid(report: dict[str, Any], summary: dict[str, Any], fig_dir: Path, show_grid: bool,
+                    notes: list[str], base: Path) -> str | None:
+    """The grid of attention maps (PNG, and PDF of the same picture); None with a note when not drawn."""
     if not show_grid:
         notes.append("figure attention_grid.png not drawn: turned off")
-    else:
-        dirs = list(dict.fromkeys(str(r["maps_dir"]) for r in rows if r.get("maps_dir")))
-        dirs = [d for d in dirs if Path(d).is_dir()]
-        if not dirs:
-            notes.append("figure attention_grid.png not drawn: no row has an extraction folder (maps_dir) on disk")
-        else:
-            def grid() -> None:
-                from cues.show import show_maps
+        return None
+    dirs = list(dict.fromkeys(str(r["maps_dir"]) for r in report["rows"] if r.get("maps_dir")))
+    dirs = [str(base / d) for d in dirs if (base / d).is_dir()]
+    if not dirs:
+        notes.append("figure attention_grid.png not drawn: no row has an extraction folder (maps_dir) on disk")
+        return None
+    try:
+        import numpy as np
+        from PIL import Image
 
-                from sharpen_core.config import config_from_dict
+        from cues.show import show_maps
+        from sharpen_core.config import config_from_dict
+        from sharpen_core.plots import image_pdf
 
-                raw = json.loads(json.dumps(summary.get("config") or {}))
-                if summary.get("dataset_root"):
-                    raw.setdefault("data", {})["root"] = str(summary["dataset_root"])
-                cfg = config_from_dict(raw, source=str(summary.get("config_source") or "<report>"))
-                show_maps(cfg, fig_dir / "attention_grid.png", maps_dirs=dirs, count=4)
-
-            if _figure(notes, "attention_grid.png", grid):
-                figures["attention_grid"] = rel + "attention_grid.png"
-
-    # stages
-    stages = [(name, st) for name, st in report["stages"].items() if _is_number(st.get("wall_seconds"))]
-    if stages:
-        def bars() -> None:
-            horizontal_bars([n for n, _ in stages], [st["wall_seconds"] for _, st in stages], fig_dir / "stages.png",
-                            title="Wall time per stage (s), peak RSS",
-                            annotations=[f"({st['peak_rss_mib']:.0f} MiB)" if _is_number(st.get("peak_rss_mib"))
-                                         else "" for _, st in stages], unit=" s")
-
-        if _figure(notes, "stages.png", bars):
-            figures["stages"] = rel + "stages.png"
-    return figures
+        raw = json.loads(json.dumps(summary.get("config") or {}))
+        if summary.get("dataset_root"):
+            raw.setdefault("data", {})["root"] = str(summary["dataset_root"])
+        cfg = config_from_dict(raw, source=str(summary.get("config_source") or "<report>"))
+        show_maps(cfg, fig_dir / "attention_grid.png", maps_dirs=dirs, count=4)
+        with Image.open(fig_dir / "attention_grid.png") as im:
+            image_pdf(np.asarray(im.convert("RGB")), fig_dir / "attention_grid.pdf")
+        return f"{FIGURES_DIR}/attention_grid.png"
+    except Exception as e:  # a figure must never cost the report
+        notes.append(f"figure attention_grid.png not drawn: {type(e).__name__}: {e}")
+        return None
 
 
 # --------------------------------------------------------------------------- the stage
@@ -511,6 +551,8 @@ def build_report(summary: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": summary.get("peak_rss_mib"),
         "submission": summary.get("submission"),
         "config": summary.get("config"),
+        "classifiers": aggregate_classifiers(summary),
+        "training": aggregate_training(summary, notes),
         "figures": {},
         "notes": notes,
     }
@@ -518,21 +560,106 @@ def build_report(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_report(run_dir: str | Path, summary: dict[str, Any], show_grid: bool = True,
-                 before_writing: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                 own_stage: dict[str, Any] | Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Write ``report.json``, ``report.md`` and ``figures/`` under ``run_dir``; return the report.json content.
 
-    ``before_writing(report)`` may complete the report once the figures are drawn (``sharpen run``
-    adds the report stage's own time), so each file is written once."""
+    ``own_stage`` (or what it returns, called before the last figure, the stages one) becomes
+    ``stages["report"]``: the report stage's own wall time and memory, which its stage record cannot
+    hold yet.
+    """
     run_dir = Path(run_dir)
     report = build_report(summary)
     fig_dir = run_dir / FIGURES_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
-    report["figures"] = draw_figures(report, summary, fig_dir, show_grid, report["notes"])
-    if before_writing is not None:
-        before_writing(report)
+    report["figures"] = draw_figures(report, summary, fig_dir, show_grid, report["notes"], run_dir, own_stage)
     write_json_atomic(run_dir / "report.json", report)
     write_bytes_atomic(run_dir / "report.md", report_markdown(report).encode())
     return report
+
+
+def stage_entry(wall_seconds: float | None, peak_rss_mib: float | None, status: str = "done") -> dict[str, Any]:
+    """A ``report["stages"]`` entry for one run (one seed): the numbers, no std, one value each."""
+    return {"status": status, "wall_seconds": wall_seconds, "wall_seconds_std": None,
+            "wall_seconds_values": [wall_seconds], "peak_rss_mib": peak_rss_mib, "peak_rss_mib_std": None,
+            "peak_rss_mib_values": [peak_rss_mib]}
+
+
+def _read_json_file(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); expected the file `sharpen run` wrote") from None
+
+
+def _run_config(run_dir: Path) -> Any:
+    """The config a run folder was made with (its ``config.toml``), under the source the run recorded."""
+    from sharpen_core.config import ConfigError, load_config
+
+    path = run_dir / "config.toml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; expected a run folder made by `sharpen run` (config.toml, stages/, "
+                          "report.json), or the root of a --seeds run (seed-<s>/ folders)")
+    cfg = load_config(path)
+    for name in ("run.json", "report.json"):
+        source = (_read_json_file(run_dir / name) or {}).get("config_source")
+        if source:
+            cfg.source = source
+            break
+    return cfg
+
+
+def _run_seeds(run_dir: Path) -> list[int] | None:
+    """The seeds of a ``--seeds N`` root folder (its run.json, else its seed-<s>/ folders); None for one run."""
+    if (run_dir / "config.toml").is_file():
+        return None
+    listed = (_read_json_file(run_dir / "run.json") or {}).get("seeds")
+    if listed:
+        return [int(s) for s in listed]
+    found = sorted(int(p.parent.name[5:]) for p in run_dir.glob("seed-*/config.toml") if p.parent.name[5:].isdigit())
+    return found or None
+
+
+def report_run(run_dir: str | Path, cfg: Any = None, seeds: Sequence[int] | None = None,
+               own_stage: Callable[[], dict[str, Any]] | None = None, each_seed: bool = True) -> dict[str, Any]:
+    """Write the report of a run folder from its stages' JSON files (nothing is rerun); return report.json.
+
+    The report stage of ``sharpen run`` calls it with the run's ``cfg`` and ``own_stage`` (its wall time
+    and memory); ``sharpen report --run-dir DIR`` without: the config is the folder's ``config.toml`` (its
+    source as ``run.json`` recorded it), the report stage's own numbers are those the run recorded (the
+    existing ``report.json``, else the stage record), so an unchanged or copied folder gets the same
+    ``report.json`` byte for byte. A ``--seeds N`` root folder gets the report over its seeds (and, with
+    ``each_seed``, every ``seed-<s>/`` its own).
+    """
+    from .run import RunLayout, collect_summary
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: run folder not found")
+    seeds = list(seeds) if seeds is not None else _run_seeds(run_dir)
+    if seeds is not None and cfg is None:
+        summaries = []
+        for s in seeds:
+            seed_dir = run_dir / f"seed-{s}"
+            if each_seed:
+                report_run(seed_dir)
+            summaries.append(collect_summary(_run_config(seed_dir), RunLayout(seed_dir)))
+        summary = dict(summaries[0])
+        summary["rows"] = [{**r, "maps_dir": f"seed-{seeds[0]}/{r['maps_dir']}" if r.get("maps_dir") else None}
+                           for r in summary["rows"]]  # the attention grid shows the first seed's maps
+        summary["seeds"] = list(seeds)
+        summary["per_seed"] = summaries
+        return write_report(run_dir, summary)
+    if own_stage is None:
+        previous = ((_read_json_file(run_dir / "report.json") or {}).get("stages") or {}).get("report")
+        record = _read_json_file(RunLayout(run_dir).stage_record("report"))
+        own = previous or (stage_entry(record.get("wall_seconds"), record.get("peak_rss_mib"))
+                           if record else None)
+        own_stage = (lambda: own) if own is not None else None
+    cfg = cfg if cfg is not None else _run_config(run_dir)
+    return write_report(run_dir, collect_summary(cfg, RunLayout(run_dir), skip_stages=("report",)),
+                        own_stage=own_stage)
 
 
 # --------------------------------------------------------------------------- README

@@ -42,7 +42,7 @@ import resource
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from data.errors import DatasetError
 from data.io import write_bytes_atomic, write_json_atomic
@@ -293,8 +293,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def collect_summary(cfg: Config, layout: RunLayout) -> dict[str, Any]:
-    """Everything the report shows, read back from the stages' outputs."""
+def collect_summary(cfg: Config, layout: RunLayout, skip_stages: Sequence[str] = ()) -> dict[str, Any]:
+    """Everything the report shows, read back from the stages' outputs (paths in it relative to the run
+    folder; the stage records of ``skip_stages`` left out)."""
     split = cfg.data.val_split
     rows = []
     sets = cue_sets(cfg)
@@ -315,7 +316,7 @@ def collect_summary(cfg: Config, layout: RunLayout) -> dict[str, Any]:
                 if quality:
                     row.update(cue_best_tau=quality.best_tau, cue_miou=quality.best_miou,
                                seed_precision=quality.seed_precision, seed_recall=quality.seed_recall,
-                               tau_curve={"tau": quality.tau, "miou": quality.miou}, maps_dir=str(maps_dir))
+                               tau_curve={"tau": quality.tau, "miou": quality.miou}, maps_dir=str(maps_dir.relative_to(layout.root)))
                 predicted = PredictRecord.read(layout.prediction(segmenter_name(variant, mechanism), split) /
                                                PredictRecord.FILE)
                 if predicted:
@@ -327,7 +328,7 @@ def collect_summary(cfg: Config, layout: RunLayout) -> dict[str, Any]:
         if cfg.run.full_supervision else None
     stages = {}
     for stage in STAGES:
-        rec = StageRecord.read(layout.stage_record(stage))
+        rec = None if stage in skip_stages else StageRecord.read(layout.stage_record(stage))
         if rec:
             stages[stage] = rec.timings()
     submission = _read_json(layout.root / "predict" / "submission.json")
@@ -342,24 +343,25 @@ def collect_summary(cfg: Config, layout: RunLayout) -> dict[str, Any]:
         "total_wall_seconds": sum(s.get("wall_seconds", 0.0) for s in stages.values()),
         "peak_rss_mib": max([s.get("peak_rss_mib", 0.0) for s in stages.values()] or [0.0]),
         "submission": submission, "dataset_root": cfg.data.root, "val_split": split, "cue_split": cue_split(cfg),
+        "classifiers": {v: {"map": e.get("map"), "per_class_ap": e.get("per_class_ap") or {},
+                            "history": _read_json(layout.classifier(v) / "metrics.json")}
+                        for v in cfg.classify.variants
+                        for e in [_read_json(layout.classifier(v) / "evaluation.json") or {}]},
+        "segmenters": {name: {"supervision": supervision,
+                              "history": _read_json(layout.segmenter(name) / "metrics.json")}
+                       for name, _, supervision in _segmenters(cfg, layout)},
     }
 
 
 def run_report_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
-    """Write ``report.md``, ``report.json`` and ``figures/`` from the stages' outputs."""
-    from .report import write_report
+    """Write ``report.md``, ``report.json`` and ``figures/`` from the stages' outputs (as ``sharpen report``)."""
+    from .report import report_run, stage_entry
 
     t0 = time.perf_counter()
-
-    def own_stage(report: dict[str, Any]) -> None:
-        # The report's own stage: its time so far (the record written after it adds only the bookkeeping).
-        seconds, peak = time.perf_counter() - t0, _peak_rss_mib()
-        report["stages"]["report"] = {"status": "done", "wall_seconds": seconds, "wall_seconds_std": None,
-                                      "wall_seconds_values": [seconds], "peak_rss_mib": peak,
-                                      "peak_rss_mib_std": None, "peak_rss_mib_values": [peak]}
-
-    write_report(layout.root, collect_summary(cfg, layout), before_writing=own_stage)
-    print(f"  report: {layout.root / 'report.md'}")
+    report = report_run(layout.root, cfg=cfg,
+                        own_stage=lambda: stage_entry(time.perf_counter() - t0, _peak_rss_mib()))
+    print(f"  report: {layout.root / 'report.md'}; figures: "
+          + ", ".join(Path(p).name for p in report["figures"].values() if p))
     return {"report": str(layout.root / "report.json")}
 
 
@@ -501,16 +503,13 @@ def _run_locked(cfg: Config, progress: bool, from_stage: str | None, only: str |
         print(f"=== seed {seed_cfg.run.seed} ({k + 1}/{seeds}) ===")
         records.append(run_one(seed_cfg, progress, from_stage, only))
         if "report" in seed_cfg.run.stages:
-            summaries.append(collect_summary(seed_cfg, RunLayout(Path(seed_cfg.run.run_dir))))
+            summaries.append(seed_cfg.run.seed)  # reported over the seeds below, from the folders' JSON files
     record = {"name": cfg.run.name, "config_source": cfg.source, "seeds": [cfg.run.seed + k for k in range(seeds)],
               "runs": records}
     if summaries:
-        from .report import write_report
+        from .report import report_run
 
-        summary = dict(summaries[0])
-        summary["seeds"] = record["seeds"]
-        summary["per_seed"] = summaries
-        write_report(root, summary)
+        report_run(root, seeds=record["seeds"], each_seed=False)
         print(f"report over {seeds} seeds: {root / 'report.md'}")
     write_json_atomic(root / "run.json", record)
     return record

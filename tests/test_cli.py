@@ -16,7 +16,7 @@ from pipeline.cli import STAGES, main
 SUBCOMMANDS = [["data"], ["data", "build"], ["data", "check"], ["classify"], ["classify", "train"],
                ["classify", "evaluate"], ["cues"], ["cues", "extract"], ["cues", "sec"], ["cues", "evaluate"],
                ["cues", "show"], ["segment"], ["segment", "train"], ["segment", "predict"],
-               ["eval"], ["eval", "segmentation"], ["run"]]
+               ["eval"], ["eval", "segmentation"], ["run"], ["report"]]
 
 
 @pytest.mark.parametrize("words", SUBCOMMANDS, ids=" ".join)

@@ -33,7 +33,7 @@ from cues.sec import (
     nearest_resize,
     pseudo_label,
 )
-from cues.show import jet, plot_curve
+from cues.show import jet, render_grid, with_colour_bar
 from data.classes import VOC_CLASSES
 from data.errors import DatasetError
 from eval.segmentation import confusion_matrix, scores_from_confusion
@@ -188,11 +188,15 @@ def test_seed_precision_and_recall():
     assert s["mean_precision"] == pytest.approx((1 + 2 / 3 + 0.5) / 3)
 
 
-def test_jet_and_plot(tmp_path):
+def test_jet_and_colour_bar():
     c = jet(np.array([[0.0, 0.5, 1.0]]))
     assert c.shape == (1, 3, 3) and c[0, 0, 2] > 100 and c[0, 0, 0] == 0 and c[0, 2, 0] > 100 and c[0, 2, 2] == 0
-    plot_curve([0.05, 0.1, 0.15], [0.2, None, 0.4], tmp_path / "c.png", title="t", mark=2)
-    assert Image.open(tmp_path / "c.png").size == (640, 400)
+    grid = render_grid([[np.zeros((8, 8, 3), np.uint8)]], ["row"], ["col"], tile=32)
+    out = np.asarray(with_colour_bar(grid, "attention"))
+    assert out.shape[0] > grid.height and out.shape[1] >= grid.width
+    # the bar under the grid runs through the colormap: jet(0) at its left end, jet(1) at its right end
+    bar = out[grid.height + 4 + 6, 8:8 + 256]
+    assert (bar[0] == jet(np.array([[0.0]]))[0, 0]).all() and (bar[-1] == jet(np.array([[1.0]]))[0, 0]).all()
 
 
 # --------------------------------------------------------------------------- storage
@@ -376,7 +380,9 @@ def test_cli_extract_evaluate_sec_show(voc, checkpoint, tmp_path, capsys):
     assert set(q["seeds"]["precision"]) == set(VOC_CLASSES)
     csv = (tmp_path / "gradcam" / "quality" / "tau_curve.csv").read_text().splitlines()
     assert csv[0] == "tau,miou" and len(csv) == 57 and csv[1].startswith("0.05,")
-    assert Image.open(tmp_path / "gradcam" / "quality" / "tau_curve.png").size == (640, 400)
+    assert Image.open(tmp_path / "gradcam" / "quality" / "tau_curve.png").size[0] > 400
+    assert (tmp_path / "gradcam" / "quality" / "tau_curve.pdf").read_bytes().startswith(b"%PDF")
+    assert [float(v) for v in csv[1].split(",")] == [q["tau"][0], q["miou"][0]]  # the exact numbers of quality.json
     assert len(json.loads((tmp_path / "all.json").read_text())) == 2
 
     assert main(["cues", "sec", *common, "--maps", str(tmp_path / "gradcam"), "--quiet"]) == 0

@@ -153,3 +153,45 @@ def test_full_disk_fails_cleanly_and_resumes(quick_run, tmp_path, monkeypatch, c
         rel = Path("cues") / variant / mechanism / "train" / "quality" / "quality.json"
         got, ref = (json.loads((d / rel).read_text()) for d in (run_dir, ref_dir))
         assert got["miou"] == ref["miou"] and got["seeds"] == ref["seeds"]
+
+
+@pytest.mark.slow
+def test_figures_of_the_quick_run_and_sharpen_report_on_a_copy(quick_run, tmp_path, capsys):
+    from test_figures import check_figures
+
+    run_dir, _, _ = quick_run
+    report = json.loads((run_dir / "report.json").read_text())
+    drawn = check_figures(run_dir, report, expect={"tau_curves", "per_class_iou", "seed_precision_recall",
+                                                   "attention_grid", "classification_ap", "training_classify",
+                                                   "training_segment", "stages"})
+    assert set(report["training"]["classify"]) == {"baseline", "icasc-gradcam", "icasc"}
+    assert "train_as_inner" in report["training"]["classify"]["icasc"]["terms"]
+    assert set(report["training"]["segment"]["baseline-gradcam"]["terms"]) == {"loss", "seed", "expand", "constrain"}
+    # redrawn from the JSON files of a copied folder, nothing rerun: the same report.json, the same figures
+    copied = tmp_path / "copied"
+    shutil.copytree(run_dir, copied, ignore=shutil.ignore_patterns("*.pt", "figures"))  # no checkpoint is read
+    stamps = {p: p.stat().st_mtime_ns for p in (copied / "stages").glob("*.json")}
+    assert main(["report", "--run-dir", str(copied)]) == 0
+    assert "figures (8," in capsys.readouterr().out
+    assert (copied / "report.json").read_bytes() == (run_dir / "report.json").read_bytes()
+    names = {d: sorted(p.name for p in (d / "figures").iterdir()) for d in (copied, run_dir)}
+    assert names[copied] == names[run_dir]
+    assert {p: p.stat().st_mtime_ns for p in (copied / "stages").glob("*.json")} == stamps
+    for key in drawn:
+        if key != "attention_grid":
+            csv_name = Path(report["figures"][key]).with_suffix(".csv")
+            assert (copied / csv_name).read_bytes() == (run_dir / csv_name).read_bytes(), key
+    assert main(["report", "--run-dir", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+    # a --seeds root: the report over its seed-<s>/ folders (here two copies of the one run: sd 0)
+    from pipeline.report import report_run
+
+    for s in (0, 1):
+        shutil.copytree(copied, tmp_path / "seeds" / f"seed-{s}", ignore=shutil.ignore_patterns("figures"))
+    over = report_run(tmp_path / "seeds", each_seed=False)
+    assert over["n_seeds"] == 2 and over["seeds"] == [0, 1]
+    row = over["rows"][0]
+    assert row["cue_miou_values"] == [report["rows"][0]["cue_miou"]] * 2 and row["cue_miou_std"] == 0.0
+    assert over["figures"]["attention_grid"] == "figures/attention_grid.png", over["notes"]
+    check_figures(tmp_path / "seeds", over, expect=set(drawn))
