@@ -17,6 +17,19 @@ import torch
 from torch import Tensor, nn
 
 
+INSTALL_HINT = "pip install -e '.[cams]'"
+"""pytorch-grad-cam (PyPI ``grad-cam``) is an optional extra of this project."""
+
+
+def gradcam_available() -> bool:
+    """Whether pytorch-grad-cam can be imported (the adapter mechanisms need it)."""
+    try:
+        import pytorch_grad_cam  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _load(mechanism: str) -> Any:
     from cues.attention import ADAPTER_MECHANISMS
 
@@ -24,7 +37,8 @@ def _load(mechanism: str) -> Any:
         import pytorch_grad_cam
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     except ImportError:
-        raise ImportError(f"mechanism {mechanism!r} needs pytorch-grad-cam: pip install grad-cam") from None
+        raise ImportError(f"mechanism {mechanism!r} needs pytorch-grad-cam, which is not installed: "
+                          f"{INSTALL_HINT}") from None
     return getattr(pytorch_grad_cam, ADAPTER_MECHANISMS[mechanism]), ClassifierOutputTarget
 
 

@@ -212,7 +212,10 @@ def run_data_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dic
 
 
 def _attention_mechanisms(cfg: Config, variant: str) -> list[str]:
-    mechanisms = [m for v, m in cue_sets(cfg) if v == variant]
+    """The native mechanisms of the variant's cue sets, for the attention overlap (adapter ones: too slow)."""
+    from cues.attention import MECHANISMS
+
+    mechanisms = [m for v, m in cue_sets(cfg) if v == variant and m in MECHANISMS]
     return list(dict.fromkeys(mechanisms or ["gradcam", "channel"]))
 
 
