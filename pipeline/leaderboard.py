@@ -66,5 +66,6 @@ def leaderboard_markdown(board: Sequence[dict[str, Any]]) -> str:
             scale, digits = (1.0, 2) if f == "cue_best_tau" else (100.0, 1)
             cells.append("–" if v is None else f"{scale * v:.{digits}f}" + (f" ± {scale * s:.{digits}f}"
                                                                             if s is not None else ""))
-        lines.append(f"| {e['rank']} | {e['classifier']} | {e['mechanism']} | {e['kind']} | " + " | ".join(cells) + " |")
+        head = f"| {e['rank']} | {e['classifier']} | {e['mechanism']} | {e['kind']} | "
+        lines.append(head + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -8,8 +8,10 @@ variant × mechanism, the fully supervised reference, per-stage timings, the con
   (sample standard deviation, ``ddof=1``; ``None`` with fewer than two values) and ``<field>_values``
   (one entry per seed, ``None`` where that seed did not produce it);
 * ``report.md``: the main table (percentages, ``mean ± std`` with several seeds), the reference, the
-  submission, a comparison of every row with the best one against the seed noise, the stage table,
-  the figures and a note on reading them;
+  submission, the leaderboard of cue sets by cue mIoU (:mod:`pipeline.leaderboard`, also under
+  ``leaderboard``), the paper's claims judged against the seed spread (:mod:`pipeline.claims`, also
+  under ``claims``), a comparison of every row with the best one against the seed noise, the stage
+  table, the figures and a note on reading them;
 * ``figures/``: ``per_class_iou.png``, ``tau_curves.png``, ``attention_grid.png`` (through
   :func:`cues.show.show_maps`) and ``stages.png``; a figure that cannot be drawn is skipped with a note.
 

@@ -28,7 +28,8 @@ def update_findings(run_dir: Path, readme: Path, results: Path) -> str:
     """Write the findings block into ``readme`` and copy the report to ``results``; return the block."""
     path = run_dir / "report.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no report here; run `sharpen run --config configs/study.toml --seeds 3` first")
+        raise FileNotFoundError(f"{path}: no report here; run `sharpen run --config configs/study.toml --seeds 3` "
+                                "first")
     try:
         report = json.loads(path.read_text())
     except ValueError as e:

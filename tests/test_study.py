@@ -168,7 +168,8 @@ def test_adapter_cue_set_without_grad_cam_is_a_config_error(tmp_path, monkeypatc
 
     monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # `import pytorch_grad_cam` now raises ImportError
     rc = main(["run", "--config", "configs/quick.toml", "--run-dir", str(tmp_path / "run"), "--quiet",
-               "--set", f"data.root={tmp_path / 'data'}", "--set", 'run.cue_sets=["baseline:gradcam", "baseline:scorecam"]'])
+               "--set", f"data.root={tmp_path / 'data'}",
+               "--set", 'run.cue_sets=["baseline:gradcam", "baseline:scorecam"]'])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "run.cue_sets" in err and "'scorecam'" in err and "pip install -e '.[cams]'" in err
