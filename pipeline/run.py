@@ -138,6 +138,24 @@ def check_run_config(cfg: Config) -> None:
         if variant not in VARIANTS:
             raise ConfigError(f"{cfg.source}: classify.variants names an unknown variant {variant!r}; "
                               f"valid variants: {', '.join(VARIANTS)}")
+    _check_cue_layer(cfg)
+
+
+def _check_cue_layer(cfg: Config) -> None:
+    """``cues.layer`` ("last", "inner" or a module name) must exist in ``classify.arch`` (built on the meta device)."""
+    import torch
+
+    from classify.models import ARCHS, build_classifier
+    from cues.attention import resolve_layers
+
+    if cfg.classify.arch not in ARCHS:
+        return  # the classify stage names the unknown architecture
+    with torch.device("meta"):
+        model = build_classifier(cfg.classify.arch, 20)
+    try:
+        resolve_layers(model, cfg.cues.layer)
+    except ValueError as e:
+        raise ConfigError(f"{cfg.source}: cues.layer: {str(e).split(' Available:')[0]}") from None
 
 
 def cue_sets(cfg: Config) -> list[tuple[str, str]]:

@@ -206,3 +206,18 @@ def test_study_configs_load(name):
     assert cfg.classify.arch == "vgg19" or cfg.cues.layer == "inner"
     if name == "study_gpu.toml":
         assert cfg.run.device == "cuda" and 224 <= cfg.classify.image_size <= 299
+
+
+@pytest.mark.parametrize("arch,layer,ok", [("resnet18", "inner", True), ("resnet18", "layer3", True),
+                                           ("vgg19", "inner", True), ("vgg19", "features.35", True),
+                                           ("resnet18", "features.26", False), ("vgg19", "innr", False)])
+def test_cue_layer_is_checked_before_the_run(arch, layer, ok):
+    from pipeline.config import ConfigError
+    from pipeline.run import check_run_config
+
+    cfg = load_config(ROOT / "configs" / "quick.toml", [f"classify.arch={arch}", f"cues.layer={layer}"])
+    if ok:
+        check_run_config(cfg)
+    else:
+        with pytest.raises(ConfigError, match=f"quick.toml: cues.layer: unknown layer '{layer}'"):
+            check_run_config(cfg)
