@@ -60,27 +60,50 @@ def adapter_maps(model: nn.Module, modules: dict[str, nn.Module], images: Tensor
                 x = x.clone().requires_grad_(True)  # gradients reach the layers even for a frozen model
             logits = None
             idx = None
+            # in eval mode a pass can skip the images whose class in this column is padding (-1): for
+            # ScoreCAM and Ablation-CAM that is hundreds of forward passes per image saved
+            subset = not any(modes.values())
             per_class: dict[str, list[Tensor]] = {n: [] for n in names}
             column = 0
             while idx is None or column < idx.shape[1]:
-                outputs = cam.activations_and_grads(x)
+                rows = None
                 if idx is None:
+                    outputs = cam.activations_and_grads(x)
                     logits = outputs.detach()
                     spec = classes(logits) if callable(classes) else classes
                     idx = resolve_classes(spec, x.shape[0], logits.shape[1], logits.device)
                     if idx.shape[1] == 0:
                         break
-                targets = [target_class(max(int(c), 0)) for c in idx[:, column]]
-                if cam.uses_gradients:
-                    loss = sum(t(o) for t, o in zip(targets, outputs))
-                    loss.backward()
-                acts = [a.cpu().numpy() for a in cam.activations_and_grads.activations]
-                grads = [g.cpu().numpy() for g in cam.activations_and_grads.gradients]
+                    xs = x
+                elif subset:
+                    rows = torch.nonzero(idx[:, column] >= 0).flatten()
+                    xs = x[rows.to(x.device)]
+                    if xs.shape[0] > 0:
+                        outputs = cam.activations_and_grads(xs)
+                else:
+                    xs = x
+                    outputs = cam.activations_and_grads(xs)
+                wanted = idx[:, column] if rows is None else idx[rows, column]
+                targets = [target_class(max(int(c), 0)) for c in wanted]
+                if xs.shape[0] > 0:
+                    if cam.uses_gradients:
+                        loss = sum(t(o) for t, o in zip(targets, outputs))
+                        loss.backward()
+                    acts = [a.cpu().numpy() for a in cam.activations_and_grads.activations]
+                    grads = [g.cpu().numpy() for g in cam.activations_and_grads.gradients]
                 for i, n in enumerate(names):
-                    a = acts[i]
-                    g = grads[i] if i < len(grads) else None
-                    img = cam.get_cam_image(x, modules[n], targets, a, g, False)
-                    per_class[n].append(torch.as_tensor(img).float().clamp(min=0))
+                    if xs.shape[0] > 0:
+                        a = acts[i]
+                        g = grads[i] if i < len(grads) else None
+                        img = torch.as_tensor(cam.get_cam_image(xs, modules[n], targets, a, g, False)).float()
+                        img = img.clamp(min=0)
+                    if rows is not None:  # back to the whole batch, zeros where the column is padding
+                        full = torch.zeros((x.shape[0], *per_class[n][0].shape[1:]) if per_class[n] else
+                                           (x.shape[0], *img.shape[1:]))
+                        if xs.shape[0] > 0:
+                            full[rows.cpu()] = img
+                        img = full
+                    per_class[n].append(img)
                 cam.activations_and_grads.clear()
                 column += 1
     finally:

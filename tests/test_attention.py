@@ -612,3 +612,23 @@ def test_inner_layer_gradients_vary_so_gradcampp_and_channel_differ() -> None:
     # the normalised maps really differ, beyond any per-map scale
     pp, ch = max_normalize(got["gradcampp"]), max_normalize(got["channel"])
     assert (pp - ch).abs().max() > 0.05
+
+
+def test_adapter_skips_padding_columns_in_eval_mode(resnet: nn.Module, images: torch.Tensor) -> None:
+    """Ragged classes: the second column's pass runs only the image that has a class there, and every map
+    equals the one computed for that image alone."""
+    pytest.importorskip("pytorch_grad_cam")
+    seen: list[int] = []
+    handle = resnet.conv1.register_forward_hook(lambda m, i, o: seen.append(int(o.shape[0])))
+    try:
+        r = attention_maps(resnet, images, classes=[[3, -1], [7, 5]], layers="inner", mechanism="layercam",
+                           normalize=False)
+    finally:
+        handle.remove()
+    assert seen == [2, 1]  # the first pass (logits and column 0) on both images, column 1 on image 1 only
+    alone0 = attention_maps(resnet, images[:1], classes=[[3]], layers="inner", mechanism="layercam", normalize=False)
+    alone1 = attention_maps(resnet, images[1:], classes=[[7, 5]], layers="inner", mechanism="layercam",
+                            normalize=False)
+    torch.testing.assert_close(r.maps["inner"][0, :1], alone0.maps["inner"][0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(r.maps["inner"][1], alone1.maps["inner"][0], rtol=1e-5, atol=1e-7)
+    assert r.maps["inner"][0, 1].abs().max() == 0
