@@ -10,7 +10,8 @@ parameters' ``.grad`` are restored afterwards (pytorch-grad-cam sets eval mode a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -42,6 +43,35 @@ def _load(mechanism: str) -> Any:
     return getattr(pytorch_grad_cam, ADAPTER_MECHANISMS[mechanism]), ClassifierOutputTarget
 
 
+class _NoBars:
+    """Stands in for the ``tqdm`` module inside pytorch-grad-cam: its ScoreCAM and Ablation-CAM draw a progress
+    bar per image and class unconditionally (thousands of lines on stderr); the caller has its own bar."""
+
+    @staticmethod
+    def tqdm(iterable: Any, *args: Any, **kwargs: Any) -> Any:
+        return iterable
+
+
+@contextmanager
+def _without_inner_bars() -> Iterator[None]:
+    import importlib
+
+    saved = []
+    for name in ("pytorch_grad_cam.score_cam", "pytorch_grad_cam.ablation_cam"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "tqdm"):
+            saved.append((module, module.tqdm))
+            module.tqdm = _NoBars
+    try:
+        yield
+    finally:
+        for module, original in saved:
+            module.tqdm = original
+
+
 def adapter_maps(model: nn.Module, modules: dict[str, nn.Module], images: Tensor, classes: Any,
                  mechanism: str, resolve_classes: Callable[..., Tensor]
                  ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
@@ -52,7 +82,7 @@ def adapter_maps(model: nn.Module, modules: dict[str, nn.Module], images: Tensor
     names = list(modules)
     cam = cam_class(model=model, target_layers=[modules[n] for n in names])
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), _without_inner_bars():
             for m, mode in modes.items():  # pytorch-grad-cam put the model in eval mode
                 m.training = mode
             x = images.detach()

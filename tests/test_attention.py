@@ -632,3 +632,17 @@ def test_adapter_skips_padding_columns_in_eval_mode(resnet: nn.Module, images: t
     torch.testing.assert_close(r.maps["inner"][0, :1], alone0.maps["inner"][0], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(r.maps["inner"][1], alone1.maps["inner"][0], rtol=1e-5, atol=1e-7)
     assert r.maps["inner"][0, 1].abs().max() == 0
+
+
+def test_adapter_draws_no_progress_bars_of_its_own(resnet: nn.Module, images: torch.Tensor, capsys) -> None:
+    """ScoreCAM's per-image tqdm bar (pytorch-grad-cam draws it unconditionally) is silenced, and restored after."""
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    import pytorch_grad_cam.score_cam as score_cam
+
+    small = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    before = score_cam.tqdm
+    r = attention_maps(small, images, classes=[[0], [2]], layers="1", mechanism="scorecam", normalize=False)
+    assert r.maps["1"].shape == (2, 1, 64, 64) and score_cam.tqdm is before and pgc is not None
+    err = capsys.readouterr().err
+    assert "it/s" not in err and "%|" not in err
