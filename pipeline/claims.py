@@ -1,4 +1,4 @@
-"""The seed paper's three claims, each judged against the seed-to-seed spread (docs/method.md §2, §6).
+"""The seed paper's three claims, each judged against the seed-to-seed spread (docs/method.md §2, §3, §6).
 
 (a) channel-weighted attention gives better localization cues (cue mIoU) and a better final segmenter
     (val mIoU, with CRF where measured) than Grad-CAM and Grad-CAM++, compared on the same classifier;
