@@ -59,10 +59,16 @@ AVERAGES = ("normalized", "raw")
 # --------------------------------------------------------------------------- small checks
 
 def check_mechanism(mechanism: str) -> str:
-    """The mechanism, or a ValueError listing the known ones."""
+    """The mechanism, or a ValueError listing the known ones (or saying pytorch-grad-cam is missing)."""
     if mechanism not in MECHANISMS and mechanism not in ADAPTER_MECHANISMS:
         raise ValueError(f"unknown mechanism {mechanism!r}; expected one of: {', '.join(MECHANISMS)} "
                          f"(native) or {', '.join(ADAPTER_MECHANISMS)} (pytorch-grad-cam)")
+    if mechanism in ADAPTER_MECHANISMS:
+        from sharpen_attention.gradcam_adapter import INSTALL_HINT, gradcam_available
+
+        if not gradcam_available():
+            raise ValueError(f"mechanism {mechanism!r} runs through pytorch-grad-cam, which is not installed: "
+                             f"{INSTALL_HINT}")
     return mechanism
 
 

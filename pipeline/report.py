@@ -9,7 +9,9 @@ variant × mechanism, the fully supervised reference, per-stage timings, the con
   (one entry per seed, ``None`` where that seed did not produce it);
 * ``report.md``: the main table (percentages, ``mean ± std`` with several seeds), the reference, the
   submission, a comparison of every row with the best one against the seed noise, the stage table,
-  the figures and a note on reading them;
+  the leaderboard of cue sets by cue mIoU (:mod:`pipeline.leaderboard`, also under ``leaderboard``), the
+  paper's claims judged against the seed spread (:mod:`pipeline.claims`, also under ``claims``), the
+  figures and a note on reading them;
 * ``report.json`` also holds each classifier's per-class AP (``classifiers``) and the loss curves of
   every classifier and segmenter from their ``metrics.json`` (``training``);
 * ``figures/``: the figures of :mod:`pipeline.figures` (PNG, PDF and a CSV of the numbers each shows)
@@ -34,6 +36,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from data.io import write_bytes_atomic, write_json_atomic
+
+from .claims import claims_markdown, paper_claims
+from .leaderboard import leaderboard, leaderboard_markdown
 
 # The numeric fields of a row, in table order, and how each is printed.
 ROW_FIELDS: tuple[str, ...] = ("cls_map", "cls_auc", "attention_overlap", "cue_best_tau", "cue_miou",
@@ -412,6 +417,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     """The whole ``report.md``."""
     seeds = report.get("seeds") or []
     n = report.get("n_seeds", 1)
+    cfg_classify, cfg_cues = ((report.get("config") or {}).get(k) or {} for k in ("classify", "cues"))
     seeds_text = (", ".join(str(s) for s in seeds) if seeds else "–") + (
         f" ({n} seeds: every number is mean ± std)" if n > 1 else " (one seed: no ± shown)")
     parts = [
@@ -423,6 +429,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"- dataset: `{report.get('dataset_root')}`; cues on split `{report.get('cue_split')}`, "
         f"evaluated on split `{report.get('val_split')}`",
         f"- seeds: {seeds_text}",
+        f"- classifier `{cfg_classify.get('arch')}`; attention maps from layer `{cfg_cues.get('layer')}` "
+        "(`cues.layer`: at a ResNet's last layer Grad-CAM = CAM and Grad-CAM++ ∝ channel-weighted per channel)",
         "",
         "## Results",
         "",
@@ -431,6 +439,12 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
         _submission_line(report),
         "",
+        "## Leaderboard: attention mechanisms as localization cues (by cue mIoU)",
+        "",
+        leaderboard_markdown(report.get("leaderboard") or []),
+        "## The paper's claims",
+        "",
+        claims_markdown(report.get("claims")),
         "## Do the differences exceed the seed noise?",
         "",
         _comparison_markdown(report),
@@ -546,6 +560,8 @@ def build_report(summary: dict[str, Any]) -> dict[str, Any]:
         "full_per_class_iou": reference["full_per_class_iou"],
         "full_supervision": reference,
         "comparison": compare_rows(rows, n_seeds),
+        "claims": paper_claims(rows, n_seeds),
+        "leaderboard": leaderboard(rows),
         "stages": aggregate_stages(summary),
         "total_wall_seconds": summary.get("total_wall_seconds"),
         "peak_rss_mib": summary.get("peak_rss_mib"),

@@ -119,6 +119,24 @@ def check_run_config(cfg: Config) -> None:
         if variant not in VARIANTS:
             raise ConfigError(f"{cfg.source}: classify.variants names an unknown variant {variant!r}; "
                               f"valid variants: {', '.join(VARIANTS)}")
+    _check_cue_layer(cfg)
+
+
+def _check_cue_layer(cfg: Config) -> None:
+    """``cues.layer`` ("last", "inner" or a module name) must exist in ``classify.arch`` (built on the meta device)."""
+    import torch
+
+    from sharpen_attention.classifiers import ARCHS, build_classifier
+    from sharpen_attention.attention import resolve_layers
+
+    if cfg.classify.arch not in ARCHS:
+        return  # the classify stage names the unknown architecture
+    with torch.device("meta"):
+        model = build_classifier(cfg.classify.arch, 20)
+    try:
+        resolve_layers(model, cfg.cues.layer)
+    except ValueError as e:
+        raise ConfigError(f"{cfg.source}: cues.layer: {str(e).split(' Available:')[0]}") from None
 
 
 def cue_sets(cfg: Config) -> list[tuple[str, str]]:
@@ -158,7 +176,10 @@ def run_data_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dic
 
 
 def _attention_mechanisms(cfg: Config, variant: str) -> list[str]:
-    mechanisms = [m for v, m in cue_sets(cfg) if v == variant]
+    """The native mechanisms of the variant's cue sets, for the attention overlap (adapter ones: too slow)."""
+    from sharpen_attention.attention import MECHANISMS
+
+    mechanisms = [m for v, m in cue_sets(cfg) if v == variant and m in MECHANISMS]
     return list(dict.fromkeys(mechanisms or ["gradcam", "channel"]))
 
 

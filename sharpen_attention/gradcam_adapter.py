@@ -10,7 +10,8 @@ parameters' ``.grad`` are restored afterwards (pytorch-grad-cam sets eval mode a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -29,13 +30,56 @@ ADAPTER_MECHANISMS: dict[str, str] = {
 }
 
 
+INSTALL_HINT = "pip install -e '.[cams]'"
+"""pytorch-grad-cam (PyPI ``grad-cam``) is an optional extra of this project."""
+
+
+def gradcam_available() -> bool:
+    """Whether pytorch-grad-cam can be imported (the adapter mechanisms need it)."""
+    try:
+        import pytorch_grad_cam  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _load(mechanism: str) -> Any:
     try:
         import pytorch_grad_cam
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     except ImportError:
-        raise ImportError(f"mechanism {mechanism!r} needs pytorch-grad-cam: pip install grad-cam") from None
+        raise ImportError(f"mechanism {mechanism!r} needs pytorch-grad-cam, which is not installed: "
+                          f"{INSTALL_HINT}") from None
     return getattr(pytorch_grad_cam, ADAPTER_MECHANISMS[mechanism]), ClassifierOutputTarget
+
+
+class _NoBars:
+    """Stands in for the ``tqdm`` module inside pytorch-grad-cam: its ScoreCAM and Ablation-CAM draw a progress
+    bar per image and class unconditionally (thousands of lines on stderr); the caller has its own bar."""
+
+    @staticmethod
+    def tqdm(iterable: Any, *args: Any, **kwargs: Any) -> Any:
+        return iterable
+
+
+@contextmanager
+def _without_inner_bars() -> Iterator[None]:
+    import importlib
+
+    saved = []
+    for name in ("pytorch_grad_cam.score_cam", "pytorch_grad_cam.ablation_cam"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "tqdm"):
+            saved.append((module, module.tqdm))
+            module.tqdm = _NoBars
+    try:
+        yield
+    finally:
+        for module, original in saved:
+            module.tqdm = original
 
 
 def adapter_maps(model: nn.Module, modules: dict[str, nn.Module], images: Tensor, classes: Any,
@@ -48,7 +92,7 @@ def adapter_maps(model: nn.Module, modules: dict[str, nn.Module], images: Tensor
     names = list(modules)
     cam = cam_class(model=model, target_layers=[modules[n] for n in names])
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), _without_inner_bars():
             for m, mode in modes.items():  # pytorch-grad-cam put the model in eval mode
                 m.training = mode
             x = images.detach()
@@ -56,27 +100,50 @@ def adapter_maps(model: nn.Module, modules: dict[str, nn.Module], images: Tensor
                 x = x.clone().requires_grad_(True)  # gradients reach the layers even for a frozen model
             logits = None
             idx = None
+            # in eval mode a pass can skip the images whose class in this column is padding (-1): for
+            # ScoreCAM and Ablation-CAM that is hundreds of forward passes per image saved
+            subset = not any(modes.values())
             per_class: dict[str, list[Tensor]] = {n: [] for n in names}
             column = 0
             while idx is None or column < idx.shape[1]:
-                outputs = cam.activations_and_grads(x)
+                rows = None
                 if idx is None:
+                    outputs = cam.activations_and_grads(x)
                     logits = outputs.detach()
                     spec = classes(logits) if callable(classes) else classes
                     idx = resolve_classes(spec, x.shape[0], logits.shape[1], logits.device)
                     if idx.shape[1] == 0:
                         break
-                targets = [target_class(max(int(c), 0)) for c in idx[:, column]]
-                if cam.uses_gradients:
-                    loss = sum(t(o) for t, o in zip(targets, outputs))
-                    loss.backward()
-                acts = [a.cpu().numpy() for a in cam.activations_and_grads.activations]
-                grads = [g.cpu().numpy() for g in cam.activations_and_grads.gradients]
+                    xs = x
+                elif subset:
+                    rows = torch.nonzero(idx[:, column] >= 0).flatten()
+                    xs = x[rows.to(x.device)]
+                    if xs.shape[0] > 0:
+                        outputs = cam.activations_and_grads(xs)
+                else:
+                    xs = x
+                    outputs = cam.activations_and_grads(xs)
+                wanted = idx[:, column] if rows is None else idx[rows, column]
+                targets = [target_class(max(int(c), 0)) for c in wanted]
+                if xs.shape[0] > 0:
+                    if cam.uses_gradients:
+                        loss = sum(t(o) for t, o in zip(targets, outputs))
+                        loss.backward()
+                    acts = [a.cpu().numpy() for a in cam.activations_and_grads.activations]
+                    grads = [g.cpu().numpy() for g in cam.activations_and_grads.gradients]
                 for i, n in enumerate(names):
-                    a = acts[i]
-                    g = grads[i] if i < len(grads) else None
-                    img = cam.get_cam_image(x, modules[n], targets, a, g, False)
-                    per_class[n].append(torch.as_tensor(img).float().clamp(min=0))
+                    if xs.shape[0] > 0:
+                        a = acts[i]
+                        g = grads[i] if i < len(grads) else None
+                        img = torch.as_tensor(cam.get_cam_image(xs, modules[n], targets, a, g, False)).float()
+                        img = img.clamp(min=0)
+                    if rows is not None:  # back to the whole batch, zeros where the column is padding
+                        full = torch.zeros((x.shape[0], *per_class[n][0].shape[1:]) if per_class[n] else
+                                           (x.shape[0], *img.shape[1:]))
+                        if xs.shape[0] > 0:
+                            full[rows.cpu()] = img
+                        img = full
+                    per_class[n].append(img)
                 cam.activations_and_grads.clear()
                 column += 1
     finally:

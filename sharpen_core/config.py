@@ -102,7 +102,10 @@ class CuesConfig:
     bg_fraction: float = 0.1
     storage: str = "float16"  # "float16" | "uint8"
     batch_size: int = 8
-    layer: str = "last"  # attention layer: "last" | "inner" | a module name (SPEC §1)
+    # attention layer: "last" | "inner" | a module name (SPEC §1; inner = ResNet layer3 / VGG-19 conv4_4). At a
+    # ResNet's last layer (GAP + linear head) g^c = W[c]/Z everywhere: Grad-CAM = CAM and Grad-CAM++ = channel-
+    # weighted up to a per-channel scale; the mechanisms differ only at an inner layer or on VGG-19's conv5_4.
+    layer: str = "last"
     classes: str = "gt"  # maps for the image's ground-truth classes ("gt") or all classes ("all")
     scale_base: str = "image"  # scales multiply the original image size ("image") or classify.image_size ("classify")
     scale_average: str = "normalized"  # average per-pass max-normalised maps ("normalized") or raw ones ("raw")

@@ -536,3 +536,113 @@ def test_adapter_mechanisms(resnet: nn.Module, images: torch.Tensor) -> None:
     assert r.maps["last"][0, 1].abs().max() == 0
     assert all(m.training for m in model.modules()) and _no_hooks(model)
     assert model.fc.weight.grad is sentinel and model.layer1[0].conv1.weight.grad is None
+
+
+# ---------------------------------------------------------------- last vs inner layer (cues.layer)
+
+class _TwoStage(nn.Module):
+    """Hand-set: ``layer1`` = ReLU(1x1 conv U) of the input (the inner layer), ``layer2`` = ReLU(1x1 conv V)
+    of it (the last layer), global average pooling, linear head W. No bias anywhere."""
+
+    def __init__(self, u: torch.Tensor, v: torch.Tensor, w: torch.Tensor) -> None:
+        super().__init__()
+        self.layer1 = nn.Sequential(nn.Conv2d(u.shape[1], u.shape[0], 1, bias=False), nn.ReLU())
+        self.layer2 = nn.Sequential(nn.Conv2d(v.shape[1], v.shape[0], 1, bias=False), nn.ReLU())
+        self.fc = nn.Linear(w.shape[1], w.shape[0], bias=False)
+        with torch.no_grad():
+            self.layer1[0].weight.copy_(u[:, :, None, None])
+            self.layer2[0].weight.copy_(v[:, :, None, None])
+            self.fc.weight.copy_(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.layer2(self.layer1(x)).mean(dim=(2, 3)))
+
+
+def _two_stage() -> tuple[_TwoStage, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    u, v, w = torch.randn(4, 3, generator=g), torch.randn(5, 4, generator=g), torch.randn(3, 5, generator=g)
+    x = torch.randn(1, 3, 6, 6, generator=g, dtype=torch.float64)
+    model = _TwoStage(u, v, w).double().eval()
+    return model, u.double(), v.double(), w.double(), x
+
+
+def test_last_layer_of_gap_linear_head_gradcam_is_cam_and_gradcampp_is_channel_rescaled() -> None:
+    """SPEC §1 "Layers": at the last layer of a GAP + linear model g^c_kij = W[c,k]/Z everywhere, so Grad-CAM
+    is CAM (divided by Z), and Grad-CAM++'s weights are the channel-weighted ones times the per-channel factor
+    Z/(2 + S_k·W[c,k]/Z), S_k = Σ_ij A_kij: written out by hand here."""
+    model, u, v, w, x = _two_stage()
+    assert default_layers(model) == {"last": "layer2", "inner": "layer1"}
+    a1 = torch.einsum("mi,bihw->bmhw", u, x).relu()
+    a2 = torch.einsum("km,bmhw->bkhw", v, a1).relu()  # (1, 5, 6, 6), the last layer
+    z = 36.0
+    classes = [[0, 1, 2]]
+    cam = torch.einsum("ck,bkhw->bchw", w, a2).relu() / z  # CAM (Zhou et al.), scaled by 1/Z
+    got = {m: attention_maps(model, x, classes=classes, layers="last", mechanism=m, normalize=False).maps["last"]
+           for m in MECHANISMS}
+    torch.testing.assert_close(got["gradcam"], cam, rtol=1e-10, atol=1e-12)
+    # channel: α = ReLU(W)/Z; Grad-CAM++ with g = W/Z constant: α = Σ_ij g/(2 + S_k g) for g > 0 = Z·g/(2 + S_k g)
+    g = w / z
+    s = a2.sum(dim=(2, 3))[0]  # S_k
+    alpha_channel = g.relu()
+    alpha_pp = torch.where(g > 0, z * g / (2 + s * g), torch.zeros_like(g))
+    torch.testing.assert_close(got["channel"], torch.einsum("ck,bkhw->bchw", alpha_channel, a2).relu())
+    torch.testing.assert_close(got["gradcampp"], torch.einsum("ck,bkhw->bchw", alpha_pp, a2).relu())
+
+
+def test_inner_layer_gradients_vary_so_gradcampp_and_channel_differ() -> None:
+    """At the inner layer the last layer's ReLU gates the gradient per position: g^c_mij = (1/Z) Σ_k W[c,k] V[k,m]
+    [V·A1 > 0]_kij, computed by hand here; Grad-CAM++ and channel-weighted maps then differ (not a rescaling)."""
+    model, u, v, w, x = _two_stage()
+    a1 = torch.einsum("mi,bihw->bmhw", u, x).relu()[0]  # (4, 6, 6), the inner layer
+    gate = (torch.einsum("km,mhw->khw", v, a1) > 0).double()  # (5, 6, 6)
+    z = 36.0
+    grads = torch.einsum("ck,km,khw->cmhw", w, v, gate) / z  # (3 classes, 4, 6, 6)
+    assert not torch.allclose(grads, grads.mean(dim=(2, 3), keepdim=True))  # varies in space
+    s = a1.sum(dim=(1, 2))  # S_m
+    alpha_channel = grads.relu().mean(dim=(2, 3))
+    ratio = torch.where(grads > 0, 1 / (2 + s[None, :, None, None] * grads), torch.zeros_like(grads))
+    alpha_pp = (ratio * grads.relu()).sum(dim=(2, 3))
+    alpha_gradcam = grads.mean(dim=(2, 3))
+    expected = {m: torch.einsum("cm,mhw->chw", alpha, a1).relu()[None]
+                for m, alpha in (("gradcam", alpha_gradcam), ("channel", alpha_channel), ("gradcampp", alpha_pp))}
+    got = {m: attention_maps(model, x, classes=[[0, 1, 2]], layers="inner", mechanism=m, normalize=False).maps["inner"]
+           for m in MECHANISMS}
+    for m in MECHANISMS:
+        torch.testing.assert_close(got[m], expected[m], rtol=1e-9, atol=1e-12)
+    # the normalised maps really differ, beyond any per-map scale
+    pp, ch = max_normalize(got["gradcampp"]), max_normalize(got["channel"])
+    assert (pp - ch).abs().max() > 0.05
+
+
+def test_adapter_skips_padding_columns_in_eval_mode(resnet: nn.Module, images: torch.Tensor) -> None:
+    """Ragged classes: the second column's pass runs only the image that has a class there, and every map
+    equals the one computed for that image alone."""
+    pytest.importorskip("pytorch_grad_cam")
+    seen: list[int] = []
+    handle = resnet.conv1.register_forward_hook(lambda m, i, o: seen.append(int(o.shape[0])))
+    try:
+        r = attention_maps(resnet, images, classes=[[3, -1], [7, 5]], layers="inner", mechanism="layercam",
+                           normalize=False)
+    finally:
+        handle.remove()
+    assert seen == [2, 1]  # the first pass (logits and column 0) on both images, column 1 on image 1 only
+    alone0 = attention_maps(resnet, images[:1], classes=[[3]], layers="inner", mechanism="layercam", normalize=False)
+    alone1 = attention_maps(resnet, images[1:], classes=[[7, 5]], layers="inner", mechanism="layercam",
+                            normalize=False)
+    torch.testing.assert_close(r.maps["inner"][0, :1], alone0.maps["inner"][0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(r.maps["inner"][1], alone1.maps["inner"][0], rtol=1e-5, atol=1e-7)
+    assert r.maps["inner"][0, 1].abs().max() == 0
+
+
+def test_adapter_draws_no_progress_bars_of_its_own(resnet: nn.Module, images: torch.Tensor, capsys) -> None:
+    """ScoreCAM's per-image tqdm bar (pytorch-grad-cam draws it unconditionally) is silenced, and restored after."""
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    import pytorch_grad_cam.score_cam as score_cam
+
+    small = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    before = score_cam.tqdm
+    r = attention_maps(small, images, classes=[[0], [2]], layers="1", mechanism="scorecam", normalize=False)
+    assert r.maps["1"].shape == (2, 1, 64, 64) and score_cam.tqdm is before and pgc is not None
+    err = capsys.readouterr().err
+    assert "it/s" not in err and "%|" not in err

@@ -421,3 +421,22 @@ def test_bad_input_is_refused(voc, checkpoint, full_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown mechanism 'nonsense'" in err and "gradcampp" in err
     assert not (tmp_path / "y").exists()
+
+
+def test_adapter_mechanisms_are_cue_sets_with_known_maps(voc, checkpoint, tmp_path):
+    """pytorch-grad-cam's mechanisms go through the same extraction and τ sweep. Known answer: at a ResNet's
+    last layer g^c = W[c]/Z everywhere, so HiResCAM (ReLU(Σ_k g·A_k)) is Grad-CAM and LayerCAM
+    (ReLU(Σ_k ReLU(g)·A_k)) is the channel-weighted map."""
+    pytest.importorskip("pytorch_grad_cam")
+    cfg = _cfg(voc, "cues.scales=[1.0]", "cues.flip=false")
+    for adapter, native in (("hirescam", "gradcam"), ("layercam", "channel")):
+        for mechanism in (adapter, native):
+            extract_maps(cfg, checkpoint, mechanism, tmp_path / mechanism, split="train", progress=False)
+        got, want = _arrays(tmp_path / adapter), _arrays(tmp_path / native)
+        assert got.keys() == want.keys()
+        for k in got:
+            assert np.array_equal(got[k]["classes"], want[k]["classes"])
+            np.testing.assert_allclose(got[k]["maps"], want[k]["maps"], atol=2e-3)
+    quality = evaluate_cues(cfg, tmp_path / "layercam", split="train", progress=False)
+    assert quality["mechanism"] == "layercam"
+    assert len(quality["tau"]) == len(quality["miou"]) == 56 and 0 <= quality["best_miou"] <= 1

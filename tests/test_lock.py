@@ -267,7 +267,7 @@ def test_killed_holder_leaves_no_lock_and_the_next_run_resumes(quick_run, tmp_pa
 def test_two_cue_shards_side_by_side_equal_one_extraction(builtin_small, tmp_path):
     import torch
 
-    from classify.models import build_classifier
+    from sharpen_attention.classifiers import build_classifier
     from cues.extract import load_maps
 
     torch.manual_seed(0)

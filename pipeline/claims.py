@@ -1,0 +1,227 @@
+"""The seed paper's three claims, each judged against the seed-to-seed spread (docs/method.md §2, §3, §6).
+
+(a) channel-weighted attention gives better localization cues (cue mIoU) and a better final segmenter
+    (val mIoU, with CRF where measured) than Grad-CAM and Grad-CAM++, compared on the same classifier;
+(b) ICASC training raises classification mAP over the plain classifier (``icasc`` vs ``baseline``);
+(c) ICASC separates the target class's attention from the most confusing class's: a lower attention
+    overlap L_AS (Eq. 3, channel-weighted maps, val split) than the plain classifier's.
+
+The rule, per comparison of two report rows on one metric (means over seeds ``m_1`` for the side the
+paper says is better, ``m_2`` for the other): the gain ``Δ = m_1 − m_2`` (``m_2 − m_1`` where lower is
+better) is compared with ``threshold = max(2·s_p, 0.02)``, ``s_p`` the pooled sample standard deviation
+``sqrt(((n_1−1)s_1² + (n_2−1)s_2²) / (n_1+n_2−2))`` (0.02: the 2 mIoU points WSSS results move between
+seeds; with one seed per side only this floor applies). ``Δ > threshold``: "holds"; ``Δ < −threshold``:
+"does not hold"; otherwise "within noise". A claim holds when every comparison holds, does not hold
+when any comparison goes against it, and is within noise otherwise; with none of its rows in the run
+it is "not measured", and the missing rows are named.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+NOISE_FLOOR = 0.02
+HOLDS, FAILS, NOISE, UNMEASURED = "holds", "does not hold", "within noise", "not measured"
+RULE = ("gain Δ (claimed-better minus other; other minus claimed-better where lower is better) of the means "
+        "over seeds vs threshold = max(2·pooled sample sd, 0.02): Δ > threshold holds, Δ < −threshold does not "
+        "hold, else within noise (one seed: 0.02 alone). A claim holds when all its comparisons hold, does not "
+        "hold when any goes against it, else within noise.")
+STATEMENTS = {
+    "a": "channel-weighted attention gives better cues and a better segmenter than Grad-CAM and Grad-CAM++",
+    "b": "ICASC training raises classification mAP over the plain classifier",
+    "c": "ICASC's attention overlap L_AS (target vs most confusing class) is lower than the plain classifier's",
+}
+
+
+def _number(v: Any) -> float | None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    return float(v) if ok else None
+
+
+def _stats(row: dict[str, Any], metric: str) -> tuple[float | None, float | None, list[float]]:
+    """Mean, sample sd and per-seed values of ``metric`` in a report row (values: the numbers only)."""
+    values = [x for x in (_number(v) for v in row.get(metric + "_values") or []) if x is not None]
+    mean = _number(row.get(metric))
+    if not values and mean is not None:
+        values = [mean]
+    return mean, _number(row.get(metric + "_std")), values
+
+
+def pooled_sd(sd_1: float | None, n_1: int, sd_2: float | None, n_2: int) -> float | None:
+    """``sqrt(((n_1−1)s_1² + (n_2−1)s_2²) / (n_1+n_2−2))``; None unless both sides have two or more seeds."""
+    if sd_1 is None or sd_2 is None or n_1 < 2 or n_2 < 2:
+        return None
+    return math.sqrt(((n_1 - 1) * sd_1 ** 2 + (n_2 - 1) * sd_2 ** 2) / (n_1 + n_2 - 2))
+
+
+def judge(gain: float, spread: float | None, floor: float = NOISE_FLOOR) -> tuple[float, str]:
+    """(threshold, verdict) of a gain in the claim's direction against ``max(2·spread, floor)``."""
+    threshold = max(2.0 * spread, floor) if spread is not None else floor
+    if gain > threshold:
+        return threshold, HOLDS
+    if gain < -threshold:
+        return threshold, FAILS
+    return threshold, NOISE
+
+
+def compare(better: dict[str, Any], other: dict[str, Any], metric: str, lower_is_better: bool = False
+            ) -> dict[str, Any] | None:
+    """One comparison of two report rows on ``metric``; None when either row lacks the number."""
+    m1, s1, v1 = _stats(better, metric)
+    m2, s2, v2 = _stats(other, metric)
+    if m1 is None or m2 is None:
+        return None
+    gain = (m2 - m1) if lower_is_better else (m1 - m2)
+    spread = pooled_sd(s1, len(v1), s2, len(v2))
+    threshold, verdict = judge(gain, spread)
+    return {"metric": metric, "lower_is_better": lower_is_better,
+            "better": _label(better), "better_mean": m1, "better_std": s1, "better_values": v1,
+            "other": _label(other), "other_mean": m2, "other_std": s2, "other_values": v2,
+            "gain": gain, "pooled_sd": spread, "threshold": threshold, "verdict": verdict}
+
+
+def _label(row: dict[str, Any]) -> str:
+    mech = row.get("mechanism")
+    return f"{row.get('classifier')}/{mech}" if mech else str(row.get("classifier"))
+
+
+def _find(rows: Sequence[dict[str, Any]], classifier: str, mechanism: str | None = None) -> dict[str, Any] | None:
+    """The row of (classifier, mechanism); with ``mechanism`` None, the classifier's first row."""
+    for r in rows:
+        if r.get("classifier") == classifier and (mechanism is None or r.get("mechanism") == mechanism):
+            return r
+    return None
+
+
+def _claim(key: str, comparisons: list[dict[str, Any] | None], missing: list[str]) -> dict[str, Any]:
+    done = [c for c in comparisons if c is not None]
+    verdicts = [c["verdict"] for c in done]
+    if not done:
+        verdict = UNMEASURED
+    elif all(v == HOLDS for v in verdicts):
+        verdict = HOLDS
+    elif FAILS in verdicts:
+        verdict = FAILS
+    else:
+        verdict = NOISE
+    return {"claim": key, "statement": STATEMENTS[key], "verdict": verdict, "comparisons": done,
+            "missing": missing}
+
+
+def _seg_metric(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """``seg_miou_crf`` when both rows have it, else ``seg_miou``."""
+    return "seg_miou_crf" if all(_number(r.get("seg_miou_crf")) is not None for r in (a, b)) else "seg_miou"
+
+
+def claim_channel_beats_gradcam(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Claim (a): on each classifier with a channel row, channel vs gradcam and vs gradcampp (cue and seg mIoU)."""
+    comparisons: list[dict[str, Any] | None] = []
+    missing: list[str] = []
+    variants = list(dict.fromkeys(str(r.get("classifier")) for r in rows))
+    found = False
+    for variant in variants:
+        channel = _find(rows, variant, "channel")
+        rivals = [(m, _find(rows, variant, m)) for m in ("gradcam", "gradcampp")]
+        if channel is None or all(r is None for _, r in rivals):
+            continue
+        found = True
+        for mechanism, rival in rivals:
+            if rival is None:
+                missing.append(f"{variant}/{mechanism}")
+                continue
+            for metric in ("cue_miou", _seg_metric(channel, rival)):
+                c = compare(channel, rival, metric)
+                comparisons.append(c)
+                if c is None:
+                    missing.append(f"{metric} of {variant}/channel or {variant}/{mechanism}")
+    if not found:
+        missing.append("a classifier with cue sets <variant>:channel and <variant>:gradcam or :gradcampp")
+    return _claim("a", comparisons, missing)
+
+
+def claim_icasc_raises_map(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Claim (b): classification mAP of ``icasc`` vs ``baseline``."""
+    icasc, base = _find(rows, "icasc"), _find(rows, "baseline")
+    missing = [name for name, r in (("icasc", icasc), ("baseline", base)) if r is None]
+    c = compare({**icasc, "mechanism": None}, {**base, "mechanism": None}, "cls_map") if not missing else None
+    if not missing and c is None:
+        missing.append("cls_map of icasc or baseline")
+    return _claim("b", [c], missing)
+
+
+def claim_icasc_separates_attention(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Claim (c): attention overlap (L_AS, channel-weighted maps) of ``icasc`` lower than ``baseline``'s."""
+    icasc, base = _find(rows, "icasc", "channel"), _find(rows, "baseline", "channel")
+    missing = [name for name, r in (("icasc/channel", icasc), ("baseline/channel", base)) if r is None]
+    c = compare(icasc, base, "attention_overlap", lower_is_better=True) if not missing else None
+    if not missing and c is None:
+        missing.append("attention_overlap of icasc/channel or baseline/channel")
+    return _claim("c", [c], missing)
+
+
+def paper_claims(rows: Sequence[dict[str, Any]], n_seeds: int) -> dict[str, Any]:
+    """``report.json["claims"]``: the rule, the number of seeds and claims (a), (b), (c)."""
+    return {"rule": RULE, "noise_floor": NOISE_FLOOR, "n_seeds": n_seeds,
+            "items": [claim_channel_beats_gradcam(rows), claim_icasc_raises_map(rows),
+                      claim_icasc_separates_attention(rows)]}
+
+
+# --------------------------------------------------------------------------- text
+
+PERCENT_METRICS = frozenset({"cue_miou", "seg_miou", "seg_miou_crf", "cls_map"})
+METRIC_NAMES = {"cue_miou": "cue mIoU", "seg_miou": "seg mIoU", "seg_miou_crf": "seg mIoU+CRF", "cls_map": "cls mAP",
+                "attention_overlap": "attention overlap L_AS"}
+
+
+def _fmt(metric: str, value: float | None, sd: float | None = None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    scale, digits = (100.0, 1) if metric in PERCENT_METRICS else (1.0, 3)
+    text = f"{scale * value:+.{digits}f}" if signed else f"{scale * value:.{digits}f}"
+    return text + (f" ± {scale * sd:.{digits}f}" if sd is not None else "")
+
+
+def claims_markdown(claims: dict[str, Any] | None) -> str:
+    """The report.md section: one table per claim (mean ± sd over seeds, gain, threshold, verdict)."""
+    if not claims:
+        return "No claims evaluated.\n"
+    n = claims.get("n_seeds", 1)
+    lines = [f"Over {n} seed{'s' if n != 1 else ''}. Rule: {claims['rule']}"
+             + ("" if n > 1 else " One seed: rerun with `--seeds 3` to measure the spread."), ""]
+    for item in claims["items"]:
+        lines += [f"### ({item['claim']}) {item['statement']}: **{item['verdict']}**", ""]
+        if item["comparisons"]:
+            lines += ["| metric | claimed better | other | gain Δ | threshold | verdict |",
+                      "|---|---|---|---:|---:|---|"]
+            for c in item["comparisons"]:
+                m = c["metric"]
+                lines.append(f"| {METRIC_NAMES.get(m, m)}{' (lower is better)' if c['lower_is_better'] else ''} | "
+                             f"{c['better']} {_fmt(m, c['better_mean'], c['better_std'])} | "
+                             f"{c['other']} {_fmt(m, c['other_mean'], c['other_std'])} | "
+                             f"{_fmt(m, c['gain'], signed=True)} | {_fmt(m, c['threshold'])} | {c['verdict']} |")
+            lines.append("")
+        if item["missing"]:
+            lines += [f"Missing from this run: {'; '.join(item['missing'])}.", ""]
+    return "\n".join(lines)
+
+
+def findings_markdown(report: dict[str, Any]) -> str:
+    """The README's "Findings" block from a report's ``claims``: one bullet per claim and per comparison."""
+    claims = report.get("claims")
+    if not claims:
+        raise ValueError("the report has no 'claims'; rerun the report stage (`sharpen run ... --from report`)")
+    n = claims.get("n_seeds", 1)
+    lines = [f"From `{report.get('name')}` ({report.get('config_source')}), {n} seed{'s' if n != 1 else ''} "
+             f"({', '.join(str(s) for s in report.get('seeds') or [])}); mean ± sd over seeds. "
+             f"Rule: {claims['rule']}", ""]
+    for item in claims["items"]:
+        lines.append(f"- **({item['claim']}) {item['statement']}: {item['verdict']}.**")
+        for c in item["comparisons"]:
+            m = c["metric"]
+            lines.append(f"  - {METRIC_NAMES.get(m, m)}: {c['better']} {_fmt(m, c['better_mean'], c['better_std'])} "
+                         f"vs {c['other']} {_fmt(m, c['other_mean'], c['other_std'])}, Δ "
+                         f"{_fmt(m, c['gain'], signed=True)} (threshold {_fmt(m, c['threshold'])}): {c['verdict']}")
+        if item["missing"]:
+            lines.append(f"  - missing from the run: {'; '.join(item['missing'])}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,71 @@
+"""The leaderboard of attention mechanisms as localization cues (docs/method.md §1, §6).
+
+Every report row with cues (one per cue set ``"<classifier variant>:<mechanism>"``: the native
+mechanisms and the pytorch-grad-cam ones run through :mod:`sharpen_attention.gradcam_adapter`), sorted by the cues'
+best pseudo-label mIoU (mean over seeds), best first; rows without a cue mIoU come last. Each entry
+names the mechanism's kind: where it comes from and how it weighs the feature map.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+MECHANISM_KINDS: dict[str, str] = {
+    "gradcam": "native; channel weight = mean gradient (Eq. 1)",
+    "gradcampp": "native; channel weight = positive gradients, second-order weighted",
+    "channel": "native; channel weight = mean positive gradient (Eq. 2, ICASC)",
+    "scorecam": "pytorch-grad-cam; gradient-free: class score of the input masked by each channel",
+    "ablationcam": "pytorch-grad-cam; gradient-free: score drop when a channel is zeroed",
+    "eigencam": "pytorch-grad-cam; gradient-free, class-agnostic: first principal component of the activations",
+    "eigengradcam": "pytorch-grad-cam; first principal component of gradient × activation",
+    "layercam": "pytorch-grad-cam; element-wise: ReLU(gradient) × activation",
+    "hirescam": "pytorch-grad-cam; element-wise: gradient × activation",
+    "gradcamelementwise": "pytorch-grad-cam; element-wise: ReLU(gradient × activation)",
+    "xgradcam": "pytorch-grad-cam; channel weight = Σ gradient × activation / Σ activation",
+}
+COLUMNS = (("cue_miou", "cue mIoU"), ("cue_best_tau", "τ*"), ("seed_precision", "seed P"),
+           ("seed_recall", "seed R"), ("seg_miou_crf", "seg mIoU+CRF"))
+
+
+def mechanism_kind(mechanism: str | None) -> str:
+    """A short description of where ``mechanism`` comes from and how it weighs the features."""
+    return MECHANISM_KINDS.get(str(mechanism), "unknown")
+
+
+def _number(v: Any) -> float | None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    return float(v) if ok else None
+
+
+def leaderboard(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with a mechanism, sorted by cue mIoU (best first; ties and missing values keep the row order)."""
+    entries = []
+    for order, r in enumerate(rows):
+        if r.get("mechanism") is None:
+            continue
+        entry = {"classifier": r.get("classifier"), "mechanism": r.get("mechanism"),
+                 "kind": mechanism_kind(r.get("mechanism"))}
+        for f, _ in COLUMNS:
+            entry[f], entry[f + "_std"] = _number(r.get(f)), _number(r.get(f + "_std"))
+        entries.append((order, entry))
+    entries.sort(key=lambda oe: (oe[1]["cue_miou"] is None, -(oe[1]["cue_miou"] or 0.0), oe[0]))
+    return [{"rank": k, **e} for k, (_, e) in enumerate(entries, 1)]
+
+
+def leaderboard_markdown(board: Sequence[dict[str, Any]]) -> str:
+    """The leaderboard as a markdown table (percentages with 1 decimal, τ with 2, ``± sd`` over seeds)."""
+    if not board:
+        return "No cue sets in this run.\n"
+    lines = ["| rank | classifier | mechanism | kind | " + " | ".join(t for _, t in COLUMNS) + " |",
+             "|---:|---|---|---|" + "---:|" * len(COLUMNS)]
+    for e in board:
+        cells = []
+        for f, _ in COLUMNS:
+            v, s = e.get(f), e.get(f + "_std")
+            scale, digits = (1.0, 2) if f == "cue_best_tau" else (100.0, 1)
+            cells.append("–" if v is None else f"{scale * v:.{digits}f}" + (f" ± {scale * s:.{digits}f}"
+                                                                            if s is not None else ""))
+        head = f"| {e['rank']} | {e['classifier']} | {e['mechanism']} | {e['kind']} | "
+        lines.append(head + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

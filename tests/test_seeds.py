@@ -1,0 +1,64 @@
+"""`sharpen run --seeds 2` end to end at quick scale: the report over seeds is the mean and sample sd of
+the per-seed reports, and it judges the paper's claims (slow: two quick runs)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.report import ROW_FIELDS
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_seeds_aggregate_the_per_seed_reports(tmp_path):
+    run_dir, data_root = tmp_path / "run", tmp_path / "data"
+    cue_sets = '["baseline:gradcam", "baseline:gradcampp", "baseline:channel", "baseline:layercam", "icasc:channel"]'
+    assert main(["run", "--config", "configs/quick.toml", "--run-dir", str(run_dir), "--quiet", "--device", "cpu",
+                 "--seeds", "2", "--set", f"data.root={data_root}", "--set", 'classify.variants=["baseline", "icasc"]',
+                 "--set", f"run.cue_sets={cue_sets}", "--set", "run.full_supervision=false",
+                 "--set", "run.submission=false"]) == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    per_seed = [json.loads((run_dir / f"seed-{s}" / "report.json").read_text()) for s in (0, 1)]
+    assert report["seeds"] == [0, 1] and report["n_seeds"] == 2
+    assert all(p["n_seeds"] == 1 for p in per_seed)
+    keys = [(r["classifier"], r["mechanism"]) for r in report["rows"]]
+    assert keys == [("baseline", "gradcam"), ("baseline", "gradcampp"), ("baseline", "channel"),
+                    ("baseline", "layercam"), ("icasc", "channel")]
+    differ = 0
+    for row in report["rows"]:
+        seeds = [next(r for r in p["rows"] if (r["classifier"], r["mechanism"]) == (row["classifier"],
+                                                                                   row["mechanism"])) for p in per_seed]
+        for f in ROW_FIELDS:
+            values = [s[f] for s in seeds]
+            assert row[f + "_values"] == values, (row["label"], f)
+            if any(v is None for v in values):  # the attention overlap of an adapter mechanism is not measured
+                assert f == "attention_overlap" and row["mechanism"] == "layercam" and row[f] is None
+                continue
+            assert row[f] == pytest.approx(statistics.fmean(values), abs=1e-12), (row["label"], f)
+            assert row[f + "_std"] == pytest.approx(statistics.stdev(values), abs=1e-12), (row["label"], f)
+            differ += values[0] != values[1]
+    assert differ > 0  # the seeds really ran with different seeds
+    # the claims, from the aggregated rows, with the per-seed values and the pooled sd of two seeds per side
+    claims = report["claims"]
+    assert claims["n_seeds"] == 2 and [c["claim"] for c in claims["items"]] == ["a", "b", "c"]
+    rows = {(r["classifier"], r["mechanism"]): r for r in report["rows"]}
+    for item in claims["items"]:
+        assert item["verdict"] in ("holds", "does not hold", "within noise") and not item["missing"]
+        for c in item["comparisons"]:
+            better = rows[tuple(c["better"].split("/"))] if "/" in c["better"] else rows[(c["better"], "channel")]
+            assert c["better_values"] == better[c["metric"] + "_values"]
+            assert c["better_mean"] == pytest.approx(better[c["metric"]])
+            assert c["pooled_sd"] is not None
+    assert {x["other"] for x in claims["items"][0]["comparisons"]} == {"baseline/gradcam", "baseline/gradcampp"}
+    board = report["leaderboard"]
+    assert len(board) == 5 and [e["rank"] for e in board] == [1, 2, 3, 4, 5]
+    cue = [e["cue_miou"] for e in board]
+    assert cue == sorted(cue, reverse=True)
+    assert next(e for e in board if e["mechanism"] == "layercam")["kind"].startswith("pytorch-grad-cam")
+    md = (run_dir / "report.md").read_text()
+    assert "## The paper's claims" in md and "2 seeds" in md

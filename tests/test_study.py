@@ -1,0 +1,223 @@
+"""The study (issue 13): the paper's claims judged against the seed spread on hand-made reports, the
+leaderboard, the README findings script, the optional pytorch-grad-cam extra, and the study configs."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.claims import FAILS, HOLDS, NOISE, UNMEASURED, compare, findings_markdown, judge, paper_claims, pooled_sd
+from sharpen_core.config import Config, load_config
+from pipeline.leaderboard import leaderboard, leaderboard_markdown
+from pipeline.report import build_report, report_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _row(classifier: str, mechanism: str | None, **fields: list[float]) -> dict:
+    """A per-seed-aggregated report row: each field from its per-seed values (mean, sample sd, values)."""
+    row: dict = {"classifier": classifier, "mechanism": mechanism}
+    for f, values in fields.items():
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+        row.update({f: mean, f + "_std": sd, f + "_values": values})
+    return row
+
+
+# --------------------------------------------------------------------------- the rule
+
+def test_pooled_sd_and_judge_known_answers():
+    # s1 = 0.1 (n 3), s2 = 0.2 (n 3): sqrt((2·0.01 + 2·0.04) / 4) = sqrt(0.025)
+    assert pooled_sd(0.1, 3, 0.2, 3) == pytest.approx(math.sqrt(0.025))
+    # unequal n: (1·0.01 + 3·0.04) / 4 = 0.0325
+    assert pooled_sd(0.1, 2, 0.2, 4) == pytest.approx(math.sqrt(0.0325))
+    assert pooled_sd(None, 1, 0.2, 3) is None and pooled_sd(0.1, 1, 0.2, 3) is None
+    assert judge(0.05, 0.01) == (pytest.approx(0.02), HOLDS)      # floor 0.02 beats 2·0.01
+    assert judge(0.05, 0.03) == (pytest.approx(0.06), NOISE)      # 2·sd beats the floor
+    assert judge(-0.07, 0.03) == (pytest.approx(0.06), FAILS)
+    assert judge(0.019, None) == (0.02, NOISE) and judge(0.021, None) == (0.02, HOLDS)
+
+
+def test_compare_orients_the_gain_by_the_claim():
+    # cue mIoU: 0.30, 0.32, 0.34 (mean 0.32, sd 0.02) vs 0.20, 0.21, 0.22 (mean 0.21, sd 0.01)
+    a = _row("baseline", "channel", cue_miou=[0.30, 0.32, 0.34])
+    b = _row("baseline", "gradcam", cue_miou=[0.20, 0.21, 0.22])
+    c = compare(a, b, "cue_miou")
+    sp = math.sqrt((2 * 0.02 ** 2 + 2 * 0.01 ** 2) / 4)
+    assert c["gain"] == pytest.approx(0.11) and c["pooled_sd"] == pytest.approx(sp)
+    assert c["threshold"] == pytest.approx(max(2 * sp, 0.02)) and c["verdict"] == HOLDS
+    assert c["better"] == "baseline/channel" and c["better_values"] == [0.30, 0.32, 0.34]
+    # lower is better: icasc overlap 0.5 vs baseline 0.4 is a gain of -0.1
+    lo = compare(_row("icasc", "channel", attention_overlap=[0.5, 0.5]),
+                 _row("baseline", "channel", attention_overlap=[0.4, 0.4]), "attention_overlap", lower_is_better=True)
+    assert lo["gain"] == pytest.approx(-0.1) and lo["pooled_sd"] == 0.0 and lo["verdict"] == FAILS
+    assert compare(a, _row("baseline", "gradcam"), "cue_miou") is None
+
+
+def _study_rows() -> list[dict]:
+    base = dict(cls_map=[0.50, 0.52, 0.54])
+    return [
+        _row("baseline", "gradcam", cue_miou=[0.20, 0.21, 0.22], seg_miou_crf=[0.30, 0.31, 0.32],
+             attention_overlap=[0.9, 0.9, 0.9], **base),
+        _row("baseline", "gradcampp", cue_miou=[0.30, 0.31, 0.32], seg_miou_crf=[0.30, 0.40, 0.50],
+             attention_overlap=[0.8, 0.8, 0.8], **base),
+        _row("baseline", "channel", cue_miou=[0.30, 0.32, 0.34], seg_miou_crf=[0.40, 0.41, 0.42],
+             attention_overlap=[0.6, 0.62, 0.64], **base),
+        _row("baseline", "layercam", cue_miou=[0.40, 0.40, 0.40], **base),
+        _row("icasc", "channel", cue_miou=[0.3, 0.3, 0.3], attention_overlap=[0.40, 0.42, 0.44],
+             cls_map=[0.49, 0.53, 0.55]),
+    ]
+
+
+def test_paper_claims_on_a_hand_made_study():
+    claims = paper_claims(_study_rows(), n_seeds=3)
+    assert claims["n_seeds"] == 3 and [c["claim"] for c in claims["items"]] == ["a", "b", "c"]
+    a, b, c = claims["items"]
+    got = {(x["other"], x["metric"]): x["verdict"] for x in a["comparisons"]}
+    # channel vs gradcam: +0.11 cue, +0.10 seg (quiet seeds) hold; vs gradcampp: cue +0.01 < 0.02 floor,
+    # seg +0.01 against sd 0.1 of gradcampp (pooled sqrt((2·0.0001 + 2·0.01)/4) = 0.0711): within noise
+    assert got == {("baseline/gradcam", "cue_miou"): HOLDS, ("baseline/gradcam", "seg_miou_crf"): HOLDS,
+                   ("baseline/gradcampp", "cue_miou"): NOISE, ("baseline/gradcampp", "seg_miou_crf"): NOISE}
+    assert a["verdict"] == NOISE and a["missing"] == []
+    # (b): mAP 0.5233 vs 0.52: gain 0.0033 within noise
+    assert b["verdict"] == NOISE and b["comparisons"][0]["gain"] == pytest.approx(1.57 / 3 - 0.52)
+    # (c): overlap 0.42 vs 0.62, sd 0.02 each: gain 0.20 > max(0.04, 0.02): holds
+    assert c["verdict"] == HOLDS and c["comparisons"][0]["gain"] == pytest.approx(0.20)
+    assert c["comparisons"][0]["threshold"] == pytest.approx(0.04)
+
+
+def test_a_claim_against_the_paper_and_missing_rows():
+    rows = _study_rows()
+    rows[2]["cue_miou"], rows[2]["cue_miou_values"] = 0.10, [0.10, 0.10, 0.10]  # channel far below gradcam
+    assert paper_claims(rows, 3)["items"][0]["verdict"] == FAILS
+    only = [r for r in _study_rows() if r["mechanism"] in ("gradcam", "layercam")]
+    a, b, c = paper_claims(only, 3)["items"]
+    assert a["verdict"] == UNMEASURED and "channel" in a["missing"][0]
+    assert b["verdict"] == UNMEASURED and b["missing"] == ["icasc"]
+    assert c["verdict"] == UNMEASURED and c["missing"] == ["icasc/channel", "baseline/channel"]
+
+
+def test_report_has_claims_and_a_leaderboard(tmp_path):
+    summary = {"name": "study", "config": Config().to_dict(), "config_source": "configs/study.toml", "seeds": [0],
+               "rows": [{k: r[k] for k in r if not k.endswith(("_std", "_values"))} for r in _study_rows()]}
+    report = build_report(summary)
+    # one seed: the 0.02 floor only; (a) channel vs gradcampp cue mIoU +0.01 keeps (a) within noise
+    assert [c["verdict"] for c in report["claims"]["items"]] == [NOISE, NOISE, HOLDS]
+    assert all(c["pooled_sd"] is None and c["threshold"] == 0.02 for c in report["claims"]["items"][0]["comparisons"])
+    board = report["leaderboard"]
+    assert [(e["rank"], e["mechanism"]) for e in board] == [(1, "layercam"), (2, "channel"), (3, "gradcampp"),
+                                                            (4, "channel"), (5, "gradcam")]
+    assert board[0]["kind"].startswith("pytorch-grad-cam") and board[1]["kind"].startswith("native")
+    md = report_markdown(report)
+    assert "## The paper's claims" in md and "## Leaderboard" in md and "layer `last`" in md
+    assert "| 1 | baseline | layercam |" in md and "**holds**" in md
+    assert leaderboard_markdown([]) == "No cue sets in this run.\n"
+
+
+def test_leaderboard_puts_rows_without_cues_last():
+    rows = [{"classifier": "icasc-gradcam", "mechanism": None, "cue_miou": None},
+            {"classifier": "b", "mechanism": "eigencam", "cue_miou": None},
+            {"classifier": "b", "mechanism": "gradcam", "cue_miou": 0.1}]
+    assert [e["mechanism"] for e in leaderboard(rows)] == ["gradcam", "eigencam"]
+
+
+# --------------------------------------------------------------------------- README findings
+
+def test_update_readme_findings_from_a_synthetic_report(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    report = {"name": "study", "config_source": "configs/study.toml", "seeds": [0, 1, 2],
+              "claims": paper_claims(_study_rows(), 3)}
+    (run / "report.json").write_text(json.dumps(report))
+    (run / "report.md").write_text("# Report: study\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- findings:begin -->\nSTALE TEXT\n<!-- findings:end -->\ntail\n")
+    script = ROOT / "scripts" / "update_readme_findings.py"
+    done = subprocess.run([sys.executable, str(script), str(run), "--readme", str(readme),
+                           "--results", str(tmp_path / "results" / "study")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- findings:begin -->\n") and text.endswith("<!-- findings:end -->\ntail\n")
+    assert "STALE TEXT" not in text and findings_markdown(report) in text
+    assert "- **(c) ICASC's attention overlap" in text and ": holds.**" in text
+    # the numbers as the report has them: channel 32.0 ± 2.0 vs gradcam 21.0 ± 1.0, Δ +11.0
+    assert "baseline/channel 32.0 ± 2.0 vs baseline/gradcam 21.0 ± 1.0, Δ +11.0" in text
+    assert json.loads((tmp_path / "results" / "study" / "report.json").read_text()) == report
+    assert (tmp_path / "results" / "study" / "report.md").read_text() == "# Report: study\n"
+    # a report without claims, and a README without markers: exit 2, one line
+    (run / "report.json").write_text(json.dumps({"name": "old"}))
+    bad = subprocess.run([sys.executable, str(script), str(run), "--readme", str(readme)], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "no 'claims'" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_repository_readme_has_the_findings_markers():
+    text = (ROOT / "README.md").read_text()
+    assert text.count("<!-- findings:begin -->") == 1 and text.count("<!-- findings:end -->") == 1
+
+
+# --------------------------------------------------------------------------- pytorch-grad-cam is optional
+
+def test_adapter_cue_set_without_grad_cam_is_a_config_error(tmp_path, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # `import pytorch_grad_cam` now raises ImportError
+    rc = main(["run", "--config", "configs/quick.toml", "--run-dir", str(tmp_path / "run"), "--quiet",
+               "--set", f"data.root={tmp_path / 'data'}",
+               "--set", 'run.cue_sets=["baseline:gradcam", "baseline:scorecam"]'])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "run.cue_sets" in err and "'scorecam'" in err and "pip install -e '.[cams]'" in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()  # refused before any work
+    # native cue sets need nothing extra
+    from pipeline.run import check_run_config
+
+    check_run_config(load_config(ROOT / "configs" / "quick.toml"))
+
+
+def test_cams_extra_is_declared():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["optional-dependencies"]["cams"] == ["grad-cam>=1.5.0"]
+    assert "grad-cam>=1.5.0" in project["optional-dependencies"]["test"]
+    assert not any(d.startswith("grad-cam") for d in project["dependencies"])
+
+
+# --------------------------------------------------------------------------- the study configs
+
+@pytest.mark.parametrize("name", ["study.toml", "study_gpu.toml"])
+def test_study_configs_load(name):
+    from pipeline.leaderboard import MECHANISM_KINDS
+    from pipeline.run import check_run_config
+
+    cfg = load_config(ROOT / "configs" / name)
+    check_run_config(cfg)
+    mechanisms = {s.split(":")[1] for s in cfg.run.cue_sets}
+    assert len(mechanisms) >= 6 and mechanisms <= set(MECHANISM_KINDS)
+    assert {"baseline:gradcam", "baseline:gradcampp", "baseline:channel", "icasc:channel"} <= set(cfg.run.cue_sets)
+    assert {"baseline", "icasc"} <= set(cfg.classify.variants)
+    # a classifier on which the mechanisms really differ: VGG-19, or a ResNet's inner layer
+    assert cfg.classify.arch == "vgg19" or cfg.cues.layer == "inner"
+    if name == "study_gpu.toml":
+        assert cfg.run.device == "cuda" and 224 <= cfg.classify.image_size <= 299
+
+
+@pytest.mark.parametrize("arch,layer,ok", [("resnet18", "inner", True), ("resnet18", "layer3", True),
+                                           ("vgg19", "inner", True), ("vgg19", "features.35", True),
+                                           ("resnet18", "features.26", False), ("vgg19", "innr", False)])
+def test_cue_layer_is_checked_before_the_run(arch, layer, ok):
+    from sharpen_core.config import ConfigError
+    from pipeline.run import check_run_config
+
+    cfg = load_config(ROOT / "configs" / "quick.toml", [f"classify.arch={arch}", f"cues.layer={layer}"])
+    if ok:
+        check_run_config(cfg)
+    else:
+        with pytest.raises(ConfigError, match=f"quick.toml: cues.layer: unknown layer '{layer}'"):
+            check_run_config(cfg)
