@@ -148,6 +148,7 @@ class SegmentConfig:
     expand_weight: float = 1.0
     constrain_weight: float = 1.0
     crf_train_scale: float = 12.0  # s of SPEC §5 for the constrain loss's CRF (12 for 321 px -> 41x41)
+    crf_train_labels: str = "all"  # constrain loss's CRF over "all" labels, floored at 1e-4 (SEC) | "present" ones
     checkpoint_every: int = 200  # iterations between atomic checkpoints (and one at the end)
     flip: bool = True  # random horizontal flip in training
 

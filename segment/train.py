@@ -13,7 +13,7 @@ the gradients, and rank 0 writes.
 SEC step (per batch): logits, bilinearly resized to the cue grid when the network's output grid
 differs, ``p = sec_probabilities(logits)``, then ``L = w_s·L_seed(p, cues) + w_e·L_expand(p, labels)
 + w_c·L_constrain(p, Q)`` with ``Q`` the dense CRF of the image shrunk to the grid and ``p``
-(detached), over the labels present in the image, computed by a CRF process pool while the seeding
+(detached), over all labels floored at 1e-4 as SEC (or the labels present in the image), computed by a CRF process pool while the seeding
 and expansion losses are formed.
 """
 
@@ -42,7 +42,7 @@ from pipeline.device import (DistInfo, barrier, init_distributed, resolve_device
 
 from .crf import CRFParams, CRFPool
 from .data import SegTrainDataset, check_supervision, collate, read_cue_record
-from .losses import constrain_loss, expansion_loss, rescaled_decay, sec_probabilities, seeding_loss
+from .losses import constrain_loss, expansion_loss, floor_crf_probs, rescaled_decay, sec_probabilities, seeding_loss
 from .models import CheckpointMismatch, build_segmenter, check_segmenter_meta, param_groups, read_checkpoint, \
     save_segmenter
 
@@ -135,13 +135,27 @@ def present_labels(labels: Tensor) -> list[list[int]]:
     return [torch.nonzero(row > 0.5).flatten().tolist() for row in labels.cpu()]
 
 
+CRF_TRAIN_LABELS = ("all", "present")
+
+
+def crf_train_labels(labels: Tensor, mode: str) -> list[list[int] | None]:
+    """Per image the labels the constrain loss's CRF runs over (docs/method.md §5): every label
+    (``"all"``, SEC's reference code: None = all planes) or the present ones (``"present"``)."""
+    if mode == "all":
+        return [None] * labels.shape[0]
+    if mode == "present":
+        return present_labels(labels)
+    raise ValueError(f"unknown segment.crf_train_labels {mode!r}; expected one of: {', '.join(CRF_TRAIN_LABELS)}")
+
+
 def sec_losses(logits: Tensor, batch: dict[str, Any], cfg: SegmentConfig, pool: CRFPool) -> dict[str, Tensor]:
     """The three SEC terms of a batch (SPEC §4) and their weighted sum ``loss``.
 
     ``logits`` (B, L, h, w) are resized bilinearly to the cue grid (g, g) when (h, w) differs.
     The constrain term's ``Q`` is the CRF (SPEC §5, shrink factor ``crf_train_scale``) of
-    ``batch["small_image"]`` with the detached probabilities, over the labels present in each
-    image; it runs in ``pool`` while the other two terms are formed.
+    ``batch["small_image"]`` with the detached probabilities, over all labels (floored at 1e-4 and
+    renormalised, as SEC) or the labels present in each image (``crf_train_labels``); it runs in
+    ``pool`` while the other two terms are formed.
     """
     cues = batch["cues"].to(logits.device, non_blocking=True)
     grid = tuple(cues.shape[-2:])
@@ -151,13 +165,15 @@ def sec_losses(logits: Tensor, batch: dict[str, Any], cfg: SegmentConfig, pool: 
     probs = sec_probabilities(logits)
     labels = batch["labels"]
     pending = pool.map_async(list(batch["small_image"].numpy()), list(probs.detach().cpu().numpy()),
-                             present_labels(labels), cfg.crf_train_scale)
+                             crf_train_labels(labels, cfg.crf_train_labels), cfg.crf_train_scale)
     labels = labels.to(logits.device, non_blocking=True)
     terms = {
         "seed": seeding_loss(probs, cues),
         "expand": expansion_loss(probs, labels, rescaled_decay(cfg.decay_fg, grid), rescaled_decay(cfg.decay_bg, grid)),
     }
     q = torch.from_numpy(np.stack(pending.get())).to(logits.device)
+    if cfg.crf_train_labels == "all":
+        q = floor_crf_probs(q)
     terms["constrain"] = constrain_loss(probs, q)
     terms["loss"] = cfg.seed_weight * terms["seed"] + cfg.expand_weight * terms["expand"] + \
         cfg.constrain_weight * terms["constrain"]
@@ -204,6 +220,7 @@ def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | Non
     if c.checkpoint_every < 1:
         raise ValueError(f"segment.checkpoint_every must be positive, got {c.checkpoint_every}")
     lr_factor(0, c)
+    crf_train_labels(torch.zeros(0, 1), c.crf_train_labels)  # validates the name before any work
     device = resolve_device(cfg.run.device)
     dist_info: DistInfo = init_distributed(device)
     if dist_info.distributed and device.type == "cuda":
