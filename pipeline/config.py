@@ -158,7 +158,7 @@ class EvalConfig:
     """[eval]: metric settings (SPEC §6)."""
 
     tau_min: float = 0.05
-    tau_max: float = 0.60
+    tau_max: float = 0.95  # wide enough that the best τ lies inside (a best τ at an edge is flagged)
     tau_step: float = 0.01
     cue_split: str = ""  # split on which `sharpen run` scores the cues ("" = data.train_split; VOC: "train")
 

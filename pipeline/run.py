@@ -371,6 +371,7 @@ def collect_summary(cfg: Config, layout: RunLayout) -> dict[str, Any]:
                 quality = _read_json(maps_dir / "quality" / "quality.json")
                 if quality:
                     row.update(cue_best_tau=quality["best_tau"], cue_miou=quality["best_miou"],
+                               cue_tau_at_edge=bool(quality.get("tau_at_edge")),
                                seed_precision=quality["seeds"]["mean_precision"],
                                seed_recall=quality["seeds"]["mean_recall"],
                                tau_curve={"tau": quality["tau"], "miou": quality["miou"]}, maps_dir=str(maps_dir))
