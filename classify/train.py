@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,8 @@ from data.io import write_bytes_atomic, write_json_atomic
 from pipeline.config import ClassifyConfig, Config, dump_toml
 from pipeline.device import (DistInfo, barrier, init_distributed, resolve_device, restore_training_state,
                              seed_everything)
+from sharpen_core.optim import Schedule, optimizer_from_config
+from sharpen_core.optim import make_scheduler as make_lr_scheduler
 
 from .data import SeededDataset, build_dataset, classification_transform, collate
 from .icasc import attention_consistency_loss, attention_separation_loss, target_region
@@ -131,14 +132,14 @@ def compute_losses(model: nn.Module, extractor: AttentionExtractor | None, image
 
 # --------------------------------------------------------------------------- schedule
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ClassifyConfig, steps_per_epoch: int):
-    """One cycle of cosine annealing over all steps, or step decay at ``milestones`` (epochs)."""
-    if cfg.schedule == "cosine":
-        total = max(1, cfg.epochs * steps_per_epoch)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    if cfg.schedule == "step":
-        milestones = [m * steps_per_epoch for m in cfg.milestones]
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
-    raise ValueError(f"unknown classify.schedule {cfg.schedule!r}; expected 'cosine' or 'step'")
+    """``classify.schedule`` over ``epochs × steps_per_epoch`` steps (step milestones in epochs), with
+    its warm-up (sharpen_core/optim.py)."""
+    try:
+        schedule = Schedule(cfg.schedule, cfg.epochs * steps_per_epoch, cfg.warmup_steps, cfg.warmup_factor,
+                            tuple(m * steps_per_epoch for m in cfg.milestones), cfg.gamma, cfg.poly_power)
+    except ValueError as e:
+        raise ValueError(f"classify.schedule: {e}") from None
+    return make_lr_scheduler(optimizer, schedule)
 
 
 # --------------------------------------------------------------------------- training
@@ -229,7 +230,7 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
     use_amp = c.amp and device.type == "cuda"
     if c.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+    optimizer = optimizer_from_config(c, model.parameters(), "classify")
     scheduler = make_scheduler(optimizer, c, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_epoch = 0

@@ -73,12 +73,18 @@ class ClassifyConfig:
     batch_size: int = 16
     epochs: int = 20
     max_batches_per_epoch: int = 0  # 0 = the whole split; >0 caps each epoch (quick runs, smoke tests)
+    optimizer: str = "sgd"  # "sgd" (the paper's) | "adamw" (docs/method.md §3; sharpen_core/optim.py)
     lr: float = 0.01
     momentum: float = 0.9
+    nesterov: bool = False  # SGD only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW only
     weight_decay: float = 1e-4
-    schedule: str = "cosine"  # "cosine" (one cycle) | "step"
+    schedule: str = "cosine"  # "cosine" (one cycle) | "step" (at `milestones`, epochs) | "poly" | "onecycle"
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
+    poly_power: float = 0.9
+    warmup_steps: int = 0  # linear warm-up steps from warmup_factor x lr (onecycle: its rise; 0 = 30 %)
+    warmup_factor: float = 0.1
     sigma: float = 0.55  # target-region threshold σ (Eq. 4)
     omega: float = 100.0  # target-region sharpness ω (Eq. 4)
     theta: float = 0.8  # consistency margin θ (Eq. 5)
@@ -122,13 +128,18 @@ class SegmentConfig:
     crop_size: int = 321  # training input side: the whole image is resized to crop_size x crop_size (as SEC)
     batch_size: int = 15
     iterations: int = 8000
+    optimizer: str = "sgd"  # "sgd" (SEC's) | "adamw" (sharpen_core/optim.py)
     lr: float = 1e-3
     momentum: float = 0.9
+    nesterov: bool = False  # SGD only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW only
     weight_decay: float = 5e-4
-    schedule: str = "step"  # "step" | "poly"
+    schedule: str = "step"  # "step" (x gamma every lr_step) | "poly" | "cosine" | "onecycle"
     lr_step: int = 2000
     gamma: float = 0.1
     poly_power: float = 0.9
+    warmup_steps: int = 0  # linear warm-up iterations from warmup_factor x lr (onecycle: its rise; 0 = 30 %)
+    warmup_factor: float = 0.1
     last_layer_lr_mult: float = 10.0
     decay_fg: float = 0.996
     decay_bg: float = 0.999

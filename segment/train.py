@@ -3,7 +3,7 @@ masks (``supervision="full"``, the fully-supervised reference).
 
 Iteration-based, readable top to bottom: the run's identity (config hash) and any checkpoint in
 ``out_dir``, the data (the whole image resized to ``crop_size``², its cues or mask), the model,
-SGD with the last layer at ``last_layer_lr_mult``× the learning rate, the step or poly schedule,
+SGD or AdamW with the last layer at ``last_layer_lr_mult``× the learning rate, the schedule,
 then per iteration one batch and one optimizer step. The batches are a pure function of (seed,
 iteration) (:class:`IterationBatchSampler`), flips a pure function of (seed, epoch, image), and
 the checkpoint holds the RNG state, so ``resume`` continues bit-exactly (on CPU) from the last
@@ -39,6 +39,8 @@ from data.voc import VOCSegmentation
 from pipeline.config import Config, SegmentConfig, dump_toml
 from pipeline.device import (DistInfo, barrier, init_distributed, resolve_device, restore_training_state,
                              seed_everything)
+from sharpen_core.optim import Schedule, optimizer_from_config
+from sharpen_core.optim import make_scheduler as make_lr_scheduler
 
 from .crf import CRFParams, CRFPool
 from .data import SegTrainDataset, check_supervision, collate, read_cue_record
@@ -115,18 +117,24 @@ class IterationBatchSampler(torch.utils.data.Sampler):
 
 
 # --------------------------------------------------------------------------- schedule
+def segment_schedule(cfg: SegmentConfig) -> Schedule:
+    """``segment.schedule`` over ``iterations`` (step: ×gamma every ``lr_step``), with its warm-up
+    (sharpen_core/optim.py)."""
+    milestones = tuple(range(cfg.lr_step, cfg.iterations + 1, cfg.lr_step)) if cfg.lr_step > 0 else ()
+    try:
+        return Schedule(cfg.schedule, cfg.iterations, cfg.warmup_steps, cfg.warmup_factor, milestones, cfg.gamma,
+                        cfg.poly_power)
+    except ValueError as e:
+        raise ValueError(f"segment.schedule: {e}") from None
+
+
 def lr_factor(iteration: int, cfg: SegmentConfig) -> float:
-    """Learning-rate multiplier at ``iteration``: ``gamma^(it div lr_step)`` (step) or ``(1 - it/iters)^power`` (poly)."""
-    if cfg.schedule == "step":
-        return cfg.gamma ** (iteration // cfg.lr_step) if cfg.lr_step > 0 else 1.0
-    if cfg.schedule == "poly":
-        return max(0.0, 1.0 - iteration / max(1, cfg.iterations)) ** cfg.poly_power
-    raise ValueError(f"unknown segment.schedule {cfg.schedule!r}; expected 'step' or 'poly'")
+    """Learning-rate multiplier at ``iteration``: e.g. ``gamma^(it div lr_step)`` (step), ``(1 - it/iters)^power`` (poly)."""
+    return segment_schedule(cfg).factor(iteration)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: SegmentConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    lr_factor(0, cfg)  # validates the schedule name
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
+    return make_lr_scheduler(optimizer, segment_schedule(cfg))
 
 
 # --------------------------------------------------------------------------- losses of one batch
@@ -279,8 +287,8 @@ def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | Non
         channels_last = getattr(c, "channels_last", True) and device.type == "cuda"
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(param_groups(model, c.lr, c.weight_decay, c.last_layer_lr_mult), lr=c.lr,
-                                    momentum=c.momentum, weight_decay=c.weight_decay)
+        optimizer = optimizer_from_config(c, param_groups(model, c.lr, c.weight_decay, c.last_layer_lr_mult),
+                                          "segment")
         scheduler = make_scheduler(optimizer, c)
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         history: list[dict[str, Any]] = []

@@ -275,7 +275,8 @@ def test_sec_training_overfits_a_fixed_batch(tiny, tmp_path):
 
 def test_resume_reproduces_uninterrupted_run(tiny, tmp_path):
     voc, cues = tiny
-    cfg = _cfg(voc, "segment.iterations=5", "segment.schedule=poly")  # flips on, ASPP dropout on
+    cfg = _cfg(voc, "segment.iterations=5", "segment.schedule=poly", "segment.optimizer=adamw",
+               "segment.warmup_steps=2")  # flips on, ASPP dropout on; AdamW state and warm-up resume too
     train_segmenter(cfg, tmp_path / "full", cues_dir=cues, progress=False)
     out = train_segmenter(cfg, tmp_path / "cut", cues_dir=cues, progress=False, stop_after_iterations=3)
     assert out == {"interrupted": True, "iteration": 3}
@@ -290,6 +291,7 @@ def test_resume_reproduces_uninterrupted_run(tiny, tmp_path):
     assert _history(tmp_path / "full") == _history(tmp_path / "cut")
     lrs = [h["lr"] for h in _history(tmp_path / "full")]
     assert lrs == pytest.approx([1e-3 * lr_factor(i, cfg.segment) for i in range(5)])
+    assert lrs[:3] == pytest.approx([1e-4, 5.5e-4, 1e-3])  # linear warm-up from 0.1 x lr over 2 steps
     # a finished run is skipped and its record returned; a checkpoint of another model is refused
     assert train_segmenter(cfg, tmp_path / "full", cues_dir=cues, progress=False)["iterations"] == 5
     with pytest.raises(CheckpointMismatch, match="checkpoint is for model 'deeplabv3plus', but this run uses "
