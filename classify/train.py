@@ -226,7 +226,7 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
                          f"{c.batch_size}")
 
     torch.manual_seed(cfg.run.seed)
-    model = build_classifier(c.arch, num_classes, c.weights).to(device)
+    model = build_classifier(c.arch, num_classes, c.weights, c.output_stride).to(device)
     use_amp = c.amp and device.type == "cuda"
     if c.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -236,7 +236,7 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
     start_epoch = 0
     history: list[dict[str, Any]] = []
     if state is not None:
-        check_checkpoint(state, c.arch, num_classes, ckpt_path)
+        check_checkpoint(state, c.arch, num_classes, ckpt_path, c.output_stride)
         restore_training_state(state, model, optimizer, scheduler, scaler, device)
         start_epoch = state["epoch"]
         history = state["history"]
@@ -300,7 +300,8 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
         history.append(record)
         if dist_info.is_main:
             _save_checkpoint(ckpt_path, {
-                "arch": c.arch, "num_classes": num_classes, "variant": variant, "multilabel": multilabel,
+                "arch": c.arch, "output_stride": c.output_stride, "num_classes": num_classes, "variant": variant,
+                "multilabel": multilabel,
                 "class_names": class_names, "epoch": epoch + 1, "config_hash": cfg.section_hash("classify", "data"),
                 "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),

@@ -104,7 +104,7 @@ def load_classifier(checkpoint: str | Path, num_classes: int, class_names: Seque
                     device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """The classifier of a ``classify train`` checkpoint, in eval mode on ``device``, checked against the dataset.
 
-    The architecture comes from the checkpoint; its class count (and class names, when both
+    The architecture and output stride come from the checkpoint; its class count (and class names, when both
     sides have them) must match the dataset's.
     """
     from classify.models import build_classifier, check_checkpoint
@@ -121,7 +121,7 @@ def load_classifier(checkpoint: str | Path, num_classes: int, class_names: Seque
 
         raise CheckpointMismatch(f"{checkpoint}: checkpoint classes {list(names)[:4]}... differ from the "
                                  f"dataset's {list(class_names)[:4]}...")
-    model = build_classifier(state["arch"], num_classes)
+    model = build_classifier(state["arch"], num_classes, output_stride=int(state.get("output_stride", 32)))
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state
 

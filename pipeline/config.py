@@ -63,6 +63,7 @@ class ClassifyConfig:
     """[classify]: classifier training, plain or ICASC (SPEC §2-3)."""
 
     arch: str = "resnet18"  # resnet18 | resnet50 | resnet101 | vgg19
+    output_stride: int = 32  # 32 | 16 | 8: the last stages dilated instead of strided (classify/models.py)
     dataset: str = "voc"  # "voc" (VOC layout, multi-label) | "imagefolder" | "cifar100" | "cub200"
     dataset_root: str = ""  # for the single-label kinds; "" = data.root
     train_split: str = ""  # "" = data.train_split
