@@ -102,3 +102,22 @@ def test_other_stride_is_refused():
         check_checkpoint({"arch": "resnet18", "num_classes": 20}, "resnet18", 20, "old.pt", 8)  # before strides
     with pytest.raises(ValueError, match="classify.output_stride must be one of \\(32, 16, 8\\), got 4"):
         build_classifier("resnet18", 20, output_stride=4)
+
+
+def test_training_records_the_stride_and_cues_use_it(tiny_voc, tmp_path):
+    from classify.evaluate import evaluate_classifier
+    from classify.train import load_checkpoint, train_classifier
+    from cues.attention import AttentionExtractor
+    from cues.extract import load_classifier
+    from pipeline.config import load_config
+
+    sets = [f"data.root={tiny_voc}", "run.device=cpu", "data.num_workers=0", "classify.image_size=32",
+            "classify.batch_size=2", "classify.epochs=1"]
+    cfg = load_config(None, [*sets, "classify.output_stride=16"])
+    train_classifier(cfg, "icasc", tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["output_stride"] == 16
+    model, _ = load_classifier(tmp_path / "checkpoint.pt", 20)
+    with AttentionExtractor(model, layers=("last",), mechanism="channel") as extract:
+        assert extract(torch.zeros(1, 3, 32, 32), classes=[[0]]).maps["last"].shape == (1, 1, 2, 2)  # 32 / 16
+    with pytest.raises(CheckpointMismatch, match="checkpoint is for output stride 16, but this run uses 32"):
+        evaluate_classifier(load_config(None, sets), tmp_path / "checkpoint.pt", progress=False)
