@@ -30,8 +30,10 @@ from pipeline.device import (DistInfo, barrier, init_distributed, resolve_device
                              seed_everything)
 from sharpen_core.optim import Schedule, optimizer_from_config
 from sharpen_core.optim import make_scheduler as make_lr_scheduler
+from sharpen_core.threads import apply_plan
 
-from .data import SeededDataset, build_dataset, classification_transform, collate
+from .augment import crop_boxes, random_resized_crop
+from .data import DecodedImages, SeededDataset, build_dataset, classification_transform, collate, collate_decoded
 from .icasc import attention_consistency_loss, attention_separation_loss, target_region
 from .models import build_classifier, check_checkpoint
 
@@ -149,6 +151,33 @@ def _dataset_args(cfg: Config) -> tuple[str, str, str, str]:
     return c.dataset, root, c.train_split or cfg.data.train_split, c.val_split or cfg.data.val_split
 
 
+AUGMENTS = ("batch", "loader")
+
+
+def _training_data(cfg: Config, raw: Any, progress: bool) -> tuple[torch.utils.data.Dataset, Any, int]:
+    """(dataset, collate, loader workers) of the training split, and torch's threads set.
+
+    ``classify.augment = "batch"``: images decoded once to uint8 at ``image_size`` (kept in memory
+    under ``data.cache_mib``), cropped and flipped per batch in this process (classify/augment.py);
+    ``"loader"``: the per-sample transform (random rescale, resize, flip) in the loader.
+    """
+    c = cfg.classify
+    if c.augment == "loader":
+        transform = classification_transform(c.image_size, True, cfg.data.mean, cfg.data.std,
+                                             cfg.data.scale_range, cfg.data.hflip)
+        workers, _ = apply_plan(cfg.data.train_workers, cfg.data.num_workers, cfg.data.torch_threads, False)
+        return SeededDataset(raw, transform, cfg.run.seed), collate, workers
+    if c.augment != "batch":
+        raise ValueError(f"unknown classify.augment {c.augment!r}; expected one of: {', '.join(AUGMENTS)}")
+    crop_boxes(0, 0, [0], c.crop_scale, c.crop_ratio)  # validates the ranges before any work
+    dataset = DecodedImages(raw, c.image_size, cfg.data.cache_mib)
+    if progress:
+        dataset.cache.report()
+    workers, _ = apply_plan(cfg.data.train_workers, cfg.data.num_workers, cfg.data.torch_threads,
+                            dataset.cache.enabled)
+    return dataset, collate_decoded, workers
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -207,16 +236,14 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
     kind, root, train_split, _ = _dataset_args(cfg)
     seed_everything(cfg.run.seed)
     raw, num_classes, multilabel, class_names = build_dataset(kind, root, train_split)
-    transform = classification_transform(c.image_size, True, cfg.data.mean, cfg.data.std,
-                                         cfg.data.scale_range, cfg.data.hflip)
-    dataset = SeededDataset(raw, transform, cfg.run.seed)
+    dataset, collate_fn, workers = _training_data(cfg, raw, progress and dist_info.is_main)
     if c.batch_size % dist_info.world_size:
         raise ValueError(f"classify.batch_size {c.batch_size} is not divisible by {dist_info.world_size} processes")
     local_batch = c.batch_size // dist_info.world_size
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
                                                   shuffle=True, seed=cfg.run.seed, drop_last=True)
     loader = torch.utils.data.DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
-                                         num_workers=cfg.data.num_workers, collate_fn=collate,
+                                         num_workers=workers, collate_fn=collate_fn,
                                          pin_memory=device.type == "cuda")
     if max_batches is None and c.max_batches_per_epoch > 0:
         max_batches = c.max_batches_per_epoch
@@ -258,7 +285,8 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
+        if isinstance(dataset, SeededDataset):
+            dataset.set_epoch(epoch)
         sums = {"loss": 0.0, "cls": 0.0, "as_inner": 0.0, "as_last": 0.0, "ac": 0.0}
         seen = 0
         t0 = time.perf_counter()
@@ -271,6 +299,10 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
                 bar.close()
                 return {"interrupted": True, "epoch": epoch, "batches": batches_run}
             images = batch["image"].to(device, non_blocking=True)
+            if c.augment == "batch":
+                images = random_resized_crop(images, crop_boxes(cfg.run.seed, epoch, batch["index"], c.crop_scale,
+                                                                c.crop_ratio, cfg.data.hflip),
+                                             c.image_size, cfg.data.mean, cfg.data.std)
             if c.channels_last and device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, enabled=use_amp):

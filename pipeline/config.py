@@ -51,7 +51,10 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
-    num_workers: int = 2
+    num_workers: int = 2  # loader processes (cue extraction, quality, prediction; training when not cached)
+    cache_mib: int = 1024  # training stages keep the split's decoded images in memory when they fit (0 = off)
+    train_workers: int = -1  # loader processes of the training stages; -1 = 0 when cached, else num_workers
+    torch_threads: int = 0  # torch intra-op threads of the training stages; 0 = the cores the workers leave
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     scale_range: list[float] = field(default_factory=lambda: [0.7, 1.3])
@@ -71,6 +74,9 @@ class ClassifyConfig:
     weights: str = "none"  # "none" | "imagenet" | a path to a local state dict
     variants: list[str] = field(default_factory=lambda: ["baseline", "icasc-gradcam", "icasc"])
     image_size: int = 299
+    augment: str = "batch"  # "batch" (crop + flip of uint8 batches in the training process) | "loader" (per sample)
+    crop_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random-resized crop area fraction ("batch")
+    crop_ratio: list[float] = field(default_factory=lambda: [1.0, 1.0])  # its aspect ratio range, e.g. [0.75, 1.333]
     batch_size: int = 16
     epochs: int = 20
     max_batches_per_epoch: int = 0  # 0 = the whole split; >0 caps each epoch (quick runs, smoke tests)
