@@ -41,6 +41,7 @@ from pipeline.device import (DistInfo, barrier, init_distributed, resolve_device
                              seed_everything)
 from sharpen_core.optim import Schedule, optimizer_from_config
 from sharpen_core.optim import make_scheduler as make_lr_scheduler
+from sharpen_core.threads import apply_plan
 
 from .crf import CRFParams, CRFPool
 from .data import SegTrainDataset, check_supervision, collate, read_cue_record
@@ -55,7 +56,7 @@ TERMS = ("seed", "expand", "constrain")
 
 # Keys that do not change what a run computes: left out of the run's config hash, so changing
 # them (prediction settings, worker counts, checkpoint spacing) does not orphan a trained run.
-_HASH_EXCLUDED = {"data": ("num_workers", "val_split", "test_split"),
+_HASH_EXCLUDED = {"data": ("num_workers", "val_split", "test_split", "cache_mib", "train_workers", "torch_threads"),
                   "segment": ("predict_scales", "predict_flip", "predict_crf", "crf_processes", "checkpoint_every",
                               "supervision")}
 
@@ -269,12 +270,17 @@ def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | Non
                          "2 images per process (or SyncBatchNorm over CUDA processes)")
     seed_everything(cfg.run.seed)
     dataset = SegTrainDataset(voc, c.crop_size, cues_dir if supervision == "sec" else None, supervision, c.flip,
-                              cfg.run.seed, cfg.data.mean, cfg.data.std, progress=progress and dist_info.is_main)
+                              cfg.run.seed, cfg.data.mean, cfg.data.std, progress=progress and dist_info.is_main,
+                              cache_mib=cfg.data.cache_mib)
+    if progress and dist_info.is_main:
+        dataset.cache.report()
+    workers, _ = apply_plan(cfg.data.train_workers, cfg.data.num_workers, cfg.data.torch_threads,
+                            dataset.cache.enabled)
     start = int(state["meta"]["iteration"]) if state is not None else 0
     sampler = IterationBatchSampler(len(dataset), c.batch_size, c.iterations, start, cfg.run.seed,
                                     dist_info.rank, dist_info.world_size)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers, collate_fn=collate,
+        dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.run.seed),
         persistent_workers=False)
     # The CRF workers start before the model touches the GPU (they are forkserver/spawn anyway).

@@ -4,7 +4,8 @@ Loader workers and torch's intra-op threads compete for the same cores: on a 2-c
 loader processes decoding JPEGs next to torch's two threads slowed training several times. The
 plan: when the split's decoded images are held in memory (:mod:`data.cache`) there is nothing for
 a worker to do, so no workers and every core to torch; otherwise ``data.num_workers`` workers and
-the remaining cores to torch. Explicit ``data.train_workers`` / ``data.torch_threads`` win.
+the remaining cores to torch. Explicit ``data.train_workers`` / ``data.torch_threads`` win, and
+an ``OMP_NUM_THREADS`` in the environment is taken as the user's thread count.
 """
 
 from __future__ import annotations
@@ -31,9 +32,13 @@ def plan_workers(train_workers: int, num_workers: int, cached: bool) -> int:
 
 
 def plan_threads(torch_threads: int, workers: int, cores: int | None = None) -> int:
-    """Torch intra-op threads: ``torch_threads`` when > 0, else the cores the workers leave (at least 1)."""
+    """Torch intra-op threads: ``torch_threads`` when > 0, else ``OMP_NUM_THREADS`` when the
+    environment sets it (the user's choice), else the cores the workers leave (at least 1)."""
     if torch_threads > 0:
         return torch_threads
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     cores = available_cores() if cores is None else cores
     return max(1, cores - workers)
 

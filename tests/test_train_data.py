@@ -95,8 +95,27 @@ def test_decoded_images_resize_once(tiny_voc):
     assert not DecodedImages(voc, 16, cache_mib=0).cache.enabled
 
 
-def test_cores_go_to_torch_when_the_split_is_cached():
+def test_cores_go_to_torch_when_the_split_is_cached(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert plan_workers(-1, 2, cached=True) == 0 and plan_workers(-1, 2, cached=False) == 2
     assert plan_workers(3, 2, cached=True) == 3  # explicit wins
     assert plan_threads(0, 0, cores=2) == 2 and plan_threads(0, 1, cores=2) == 1 and plan_threads(0, 4, cores=2) == 1
     assert plan_threads(3, 0, cores=2) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert plan_threads(0, 0, cores=2) == 1 and plan_threads(2, 0, cores=2) == 2
+
+
+def test_segmenter_samples_are_the_same_cached_or_not(tiny_voc):
+    from data.voc import VOCSegmentation
+    from segment.data import SegTrainDataset
+
+    voc = VOCSegmentation(tiny_voc, "train")
+    plain = SegTrainDataset(voc, 24, supervision="full", seed=3)
+    cached = SegTrainDataset(voc, 24, supervision="full", seed=3, cache_mib=1)
+    assert cached.cache.enabled and not plain.cache.enabled
+    keys = [(e, i) for e in range(3) for i in range(len(voc))]
+    for key in keys:
+        a, b = plain[key], cached[key]
+        assert a["flipped"] == b["flipped"] and torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    assert cached.cache.prepared == len(voc) and plain.cache.prepared == len(keys)
+    assert any(plain[k]["flipped"] for k in keys) and not all(plain[k]["flipped"] for k in keys)
