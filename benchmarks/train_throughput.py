@@ -65,7 +65,7 @@ def bare_rate(step, images: torch.Tensor, steps: int) -> float:
     return steps * images.shape[0] / (time.perf_counter() - t0)
 
 
-def classify_rates(voc: Path, args: argparse.Namespace, out: Path) -> tuple[float, float, int]:
+def classify_rates(voc: Path, args: argparse.Namespace, out: Path) -> tuple[float, tuple[float, float], int]:
     cfg = load_config(None, [f"data.root={voc}", "run.device=cpu", "classify.arch=resnet18",
                              f"classify.image_size={args.size}", f"classify.batch_size={args.batch}",
                              f"classify.epochs={args.epochs}", *args.set])
@@ -87,10 +87,10 @@ def classify_rates(voc: Path, args: argparse.Namespace, out: Path) -> tuple[floa
     history = json.loads((out / "classify" / "metrics.json").read_text())[1:]
     loop = sum(h["images"] for h in history) / sum(h["seconds"] for h in history)
     threads = torch.get_num_threads()  # as the loop planned them (the bare step ran with the same)
-    return loop, (before + bare_rate(step, x, steps)) / 2, threads
+    return loop, (before, bare_rate(step, x, steps)), threads
 
 
-def segment_rates(voc: Path, args: argparse.Namespace, out: Path) -> tuple[float, float, int]:
+def segment_rates(voc: Path, args: argparse.Namespace, out: Path) -> tuple[float, tuple[float, float], int]:
     cfg = load_config(None, [f"data.root={voc}", "run.device=cpu", "segment.model=deeplabv3plus",
                              "segment.encoder=resnet18", f"segment.crop_size={args.seg_size}",
                              f"segment.batch_size={args.seg_batch}", f"segment.iterations={args.seg_iterations}",
@@ -114,7 +114,7 @@ def segment_rates(voc: Path, args: argparse.Namespace, out: Path) -> tuple[float
     before = bare_rate(step, x, steps)
     record = train_segmenter(cfg, out / "segment", supervision="full", progress=False)
     threads = torch.get_num_threads()
-    return float(record["images_per_second"]), (before + bare_rate(step, x, steps)) / 2, threads
+    return float(record["images_per_second"]), (before, bare_rate(step, x, steps)), threads
 
 
 def main() -> None:
@@ -136,15 +136,16 @@ def main() -> None:
         voc = make_split(Path(tmp) / "data", args.images)
         print(f"{args.images} JPEGs; overrides: {args.set or 'none'}")
         print(f"{'loop':<10} {'size':>5} {'batch':>6} {'threads':>8} {'loop img/s':>11} {'bare img/s':>11} "
-              f"{'ratio':>7}  loadavg")
+              f"{'ratio':>7}  {'bare before/after':>17}  loadavg")
         rows = {}
         for name, fn, size, batch in (("classify", classify_rates, args.size, args.batch),
                                       ("segment", segment_rates, args.seg_size, args.seg_batch)):
-            loop, bare, threads = fn(voc, args, Path(tmp))
+            loop, (before, after), threads = fn(voc, args, Path(tmp))
+            bare = (before + after) / 2
             rows[name] = loop / bare
             load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").is_file() else "?"
             print(f"{name:<10} {size:>5} {batch:>6} {threads:>8} {loop:>11.1f} {bare:>11.1f} {loop / bare:>6.2f}x  "
-                  f"{load}", flush=True)
+                  f"{before:>8.1f}/{after:<8.1f}  {load}", flush=True)
     print(f"summary: classify_over_bare={rows['classify']:.2f}x segment_over_bare={rows['segment']:.2f}x")
 
 
