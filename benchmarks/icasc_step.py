@@ -1,7 +1,7 @@
 """Time of one classifier training step: ICASC vs baseline and icasc-gradcam vs baseline.
 
     python benchmarks/icasc_step.py [--size 224] [--batch 8] [--repeats 5] [--archs resnet18 vgg19]
-        [--threads N] [--vjp vmap|is_grads_batched|loop] [--targets K] [--profile]
+        [--threads N] [--vjp vmap|is_grads_batched|loop] [--targets K] [--no-weight-grad] [--profile]
 
 A step is what classify.train runs per batch: forward, losses (Eq. 6), backward, SGD update.
 Medians over ``--repeats`` rounds after one warm-up round, all in one process, the variants
@@ -24,12 +24,12 @@ from pipeline.config import ClassifyConfig
 
 
 def make_step(arch: str, variant: str, batch: int, size: int, vjp: str = "vmap", seed: int = 0,
-              targets: int | None = None):
+              targets: int | None = None, weight_grad: bool = True):
     """A closure running one training step of ``variant``; all variants see the same data."""
     torch.manual_seed(seed)
     model = build_classifier(arch, 20)
     model.train()
-    c = ClassifyConfig(arch=arch)
+    c = ClassifyConfig(arch=arch, attention_weight_grad=weight_grad)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, 3, size, size, generator=g)
@@ -63,12 +63,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--vjp", default="vmap", help="AttentionExtractor vjp mode: vmap | is_grads_batched | loop")
     parser.add_argument("--targets", type=int, default=0, help="ground-truth classes per image (0: random, >= 1)")
+    parser.add_argument("--no-weight-grad", action="store_true",
+                        help="classify.attention_weight_grad = false: α constant, no double backward (not the paper's)")
     parser.add_argument("--profile", action="store_true", help="also print the top operators of one step per variant")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     print(f"one training step, batch {args.batch}, {args.size}x{args.size}, CPU threads {torch.get_num_threads()}, "
-          f"vjp {args.vjp}, median of {args.repeats} (variants interleaved), loadavg "
+          f"vjp {args.vjp}, attention_weight_grad {not args.no_weight_grad}, median of {args.repeats} (variants interleaved), loadavg "
           f"{open('/proc/loadavg').read().split()[0]}")
     print(f"{'arch':<10} {'variant':<14} {'median s':>9} {'x baseline':>11}")
     ratios: dict[tuple[str, str], float] = {}
@@ -76,7 +78,8 @@ def main() -> None:
     for arch in args.archs:
         steps = {}
         for v in variants:
-            steps[v], labels = make_step(arch, v, args.batch, args.size, args.vjp, targets=args.targets or None)
+            steps[v], labels = make_step(arch, v, args.batch, args.size, args.vjp, targets=args.targets or None,
+                                         weight_grad=not args.no_weight_grad)
         times: dict[str, list[float]] = {v: [] for v in variants}
         for i in range(args.repeats + 1):  # round robin: load that comes and goes falls on every variant
             for v in variants:

@@ -125,7 +125,7 @@ def compute_losses(model: nn.Module, extractor: AttentionExtractor | None, image
         loss_cls = classification_loss(logits, batch, multilabel)
         return loss_cls, loss_cls, None
     result = extractor(images, classes=lambda lg: icasc_classes(lg, batch, multilabel), create_graph=True,
-                       normalize=True)
+                       normalize=True, weight_grad=c.attention_weight_grad)
     terms = icasc_terms(result.maps["last"], result.maps["inner"], result.classes, c)
     loss_cls = classification_loss(result.logits, batch, multilabel)
     loss = loss_cls + c.weight_as_inner * terms.as_inner + c.weight_as_last * terms.as_last + c.weight_ac * terms.ac

@@ -99,6 +99,7 @@ class ClassifyConfig:
     weight_as_last: float = 1.0
     weight_ac: float = 1.0
     target_region_grad: bool = False
+    attention_weight_grad: bool = True  # ICASC maps differentiable through α too (SPEC §1); false: through A only
     amp: bool = True
     channels_last: bool = True
     freeze_bn: bool = False  # BatchNorm in eval mode (running statistics), e.g. to fine-tune with small batches
