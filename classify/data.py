@@ -163,3 +163,40 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     if "target" in samples[0]:
         batch["target"] = torch.tensor([int(s["target"]) for s in samples], dtype=torch.int64)
     return batch
+
+
+class DecodedImages(torch.utils.data.Dataset):
+    """The images of ``base`` resized to ``size``² as uint8 (3, S, S) tensors, with ``index`` and the
+    label, for batched augmentation in the training process (:mod:`classify.augment`); decoded once
+    and kept when the split fits under ``cache_mib`` (:class:`data.cache.DecodedCache`)."""
+
+    def __init__(self, base: Any, size: int, cache_mib: int = 0):
+        from data.cache import DecodedCache
+
+        self.base, self.size = base, int(size)
+        self.cache = DecodedCache(self._prepare, len(base), 3 * self.size * self.size, cache_mib, "classifier images")
+
+    def _prepare(self, index: int) -> dict[str, Any]:
+        from PIL import Image
+
+        sample = self.base[index]
+        image = np.asarray(sample["image"], dtype=np.uint8)
+        if image.shape[:2] != (self.size, self.size):
+            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR))
+        out = {k: v for k, v in sample.items() if k not in ("image", "mask")}
+        out["image"] = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+        out["index"] = index
+        return out
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.cache.get(index)
+
+
+def collate_decoded(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`collate` of :class:`DecodedImages` samples: uint8 images and their dataset indices."""
+    batch = collate(samples)
+    batch["index"] = torch.tensor([int(s["index"]) for s in samples], dtype=torch.int64)
+    return batch

@@ -44,9 +44,9 @@ def evaluate_classifier(cfg: Config, checkpoint: str | Path, split: str | None =
     kind, root, _, val_split = _dataset_args(cfg)
     split = split or val_split
     raw, num_classes, multilabel, class_names = build_dataset(kind, root, split)
-    check_checkpoint(state, c.arch, num_classes, checkpoint)
+    check_checkpoint(state, c.arch, num_classes, checkpoint, c.output_stride)
     device = resolve_device(cfg.run.device)
-    model = build_classifier(c.arch, num_classes).to(device)
+    model = build_classifier(c.arch, num_classes, output_stride=c.output_stride).to(device)
     model.load_state_dict(state["model"])
     model.eval()
     dataset = SeededDataset(raw, classification_transform(c.image_size, False, cfg.data.mean, cfg.data.std),

@@ -12,7 +12,6 @@ of every global batch.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +29,12 @@ from sharpen_core.checkpoints import load_checkpoint, restore_training_state, sa
 from sharpen_core.config import ClassifyConfig, Config, dump_toml
 from sharpen_core.device import DistInfo, barrier, seed_everything, training_device
 from sharpen_core.records import config_part, fingerprint
+from sharpen_core.optim import Schedule, optimizer_from_config
+from sharpen_core.optim import make_scheduler as make_lr_scheduler
+from sharpen_core.threads import apply_plan
 
-from .data import SeededDataset, build_dataset, classification_transform, collate
+from .augment import crop_boxes, random_resized_crop
+from .data import DecodedImages, SeededDataset, build_dataset, classification_transform, collate, collate_decoded
 from .icasc import attention_consistency_loss, attention_separation_loss, target_region
 
 VARIANTS: dict[str, str | None] = {"baseline": None, "icasc-gradcam": "gradcam", "icasc": "channel"}
@@ -122,7 +125,7 @@ def compute_losses(model: nn.Module, extractor: AttentionExtractor | None, image
         loss_cls = classification_loss(logits, batch, multilabel)
         return loss_cls, loss_cls, None
     result = extractor(images, classes=lambda lg: icasc_classes(lg, batch, multilabel), create_graph=True,
-                       normalize=True)
+                       normalize=True, weight_grad=c.attention_weight_grad)
     terms = icasc_terms(result.maps["last"], result.maps["inner"], result.classes, c)
     loss_cls = classification_loss(result.logits, batch, multilabel)
     loss = loss_cls + c.weight_as_inner * terms.as_inner + c.weight_as_last * terms.as_last + c.weight_ac * terms.ac
@@ -131,14 +134,14 @@ def compute_losses(model: nn.Module, extractor: AttentionExtractor | None, image
 
 # --------------------------------------------------------------------------- schedule
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ClassifyConfig, steps_per_epoch: int):
-    """One cycle of cosine annealing over all steps, or step decay at ``milestones`` (epochs)."""
-    if cfg.schedule == "cosine":
-        total = max(1, cfg.epochs * steps_per_epoch)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    if cfg.schedule == "step":
-        milestones = [m * steps_per_epoch for m in cfg.milestones]
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
-    raise ValueError(f"unknown classify.schedule {cfg.schedule!r}; expected 'cosine' or 'step'")
+    """``classify.schedule`` over ``epochs × steps_per_epoch`` steps (step milestones in epochs), with
+    its warm-up (sharpen_core/optim.py)."""
+    try:
+        schedule = Schedule(cfg.schedule, cfg.epochs * steps_per_epoch, cfg.warmup_steps, cfg.warmup_factor,
+                            tuple(m * steps_per_epoch for m in cfg.milestones), cfg.gamma, cfg.poly_power)
+    except ValueError as e:
+        raise ValueError(f"classify.schedule: {e}") from None
+    return make_lr_scheduler(optimizer, schedule)
 
 
 # --------------------------------------------------------------------------- training
@@ -157,7 +160,7 @@ class ClassifierTraining:
     out_dir: Path
     device: torch.device
     dist_info: DistInfo
-    dataset: SeededDataset
+    dataset: Any  # SeededDataset (classify.augment = "loader") or DecodedImages ("batch")
     sampler: torch.utils.data.DistributedSampler
     loader: torch.utils.data.DataLoader
     steps_per_epoch: int
@@ -172,6 +175,33 @@ class ClassifierTraining:
     extractor: AttentionExtractor | None
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+AUGMENTS = ("batch", "loader")
+
+
+def _training_data(cfg: Config, raw: Any, progress: bool) -> tuple[torch.utils.data.Dataset, Any, int]:
+    """(dataset, collate, loader workers) of the training split, and torch's threads set.
+
+    ``classify.augment = "batch"``: images decoded once to uint8 at ``image_size`` (kept in memory
+    under ``data.cache_mib``), cropped and flipped per batch in this process (classify/augment.py);
+    ``"loader"``: the per-sample transform (random rescale, resize, flip) in the loader.
+    """
+    c = cfg.classify
+    if c.augment == "loader":
+        transform = classification_transform(c.image_size, True, cfg.data.mean, cfg.data.std,
+                                             cfg.data.scale_range, cfg.data.hflip)
+        workers, _ = apply_plan(cfg.data.train_workers, cfg.data.num_workers, cfg.data.torch_threads, False)
+        return SeededDataset(raw, transform, cfg.run.seed), collate, workers
+    if c.augment != "batch":
+        raise ValueError(f"unknown classify.augment {c.augment!r}; expected one of: {', '.join(AUGMENTS)}")
+    crop_boxes(0, 0, [0], c.crop_scale, c.crop_ratio)  # validates the ranges before any work
+    dataset = DecodedImages(raw, c.image_size, cfg.data.cache_mib)
+    if progress:
+        dataset.cache.report()
+    workers, _ = apply_plan(cfg.data.train_workers, cfg.data.num_workers, cfg.data.torch_threads,
+                            dataset.cache.enabled)
+    return dataset, collate_decoded, workers
 
 
 def resume_state(cfg: Config, variant: str, ckpt_path: Path) -> dict[str, Any] | None:
@@ -189,22 +219,21 @@ def resume_state(cfg: Config, variant: str, ckpt_path: Path) -> dict[str, Any] |
 
 
 def set_up_training(cfg: Config, variant: str, out_dir: Path, device: torch.device, dist_info: DistInfo,
-                    state: dict[str, Any] | None, max_batches: int | None) -> ClassifierTraining:
+                    state: dict[str, Any] | None, max_batches: int | None,
+                    progress: bool = True) -> ClassifierTraining:
     """Seed, data, model, optimiser and schedule, restored from ``state`` when resuming; DDP under torchrun."""
     c = cfg.classify
     kind, root, train_split, _ = _dataset_args(cfg)
     seed_everything(cfg.run.seed)
     raw, num_classes, multilabel, class_names = build_dataset(kind, root, train_split)
-    transform = classification_transform(c.image_size, True, cfg.data.mean, cfg.data.std,
-                                         cfg.data.scale_range, cfg.data.hflip)
-    dataset = SeededDataset(raw, transform, cfg.run.seed)
+    dataset, collate_fn, workers = _training_data(cfg, raw, progress and dist_info.is_main)
     if c.batch_size % dist_info.world_size:
         raise ValueError(f"classify.batch_size {c.batch_size} is not divisible by {dist_info.world_size} processes")
     local_batch = c.batch_size // dist_info.world_size
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
                                                   shuffle=True, seed=cfg.run.seed, drop_last=True)
     loader = torch.utils.data.DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
-                                         num_workers=cfg.data.num_workers, collate_fn=collate,
+                                         num_workers=workers, collate_fn=collate_fn,
                                          pin_memory=device.type == "cuda")
     if max_batches is None and c.max_batches_per_epoch > 0:
         max_batches = c.max_batches_per_epoch
@@ -214,17 +243,17 @@ def set_up_training(cfg: Config, variant: str, out_dir: Path, device: torch.devi
                          f"{c.batch_size}")
 
     torch.manual_seed(cfg.run.seed)
-    model = build_classifier(c.arch, num_classes, c.weights).to(device)
+    model = build_classifier(c.arch, num_classes, c.weights, c.output_stride).to(device)
     use_amp = c.amp and device.type == "cuda"
     if c.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+    optimizer = optimizer_from_config(c, model.parameters(), "classify")
     scheduler = make_scheduler(optimizer, c, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_epoch = 0
     history: list[dict[str, Any]] = []
     if state is not None:
-        check_checkpoint(state, c.arch, num_classes, out_dir / CHECKPOINT)
+        check_checkpoint(state, c.arch, num_classes, out_dir / CHECKPOINT, c.output_stride)
         restore_training_state(state, model, optimizer, scheduler, scaler, device)
         start_epoch = state["epoch"]
         history = state["history"]
@@ -244,10 +273,17 @@ def set_up_training(cfg: Config, variant: str, out_dir: Path, device: torch.devi
                               extractor, start_epoch, history)
 
 
-def train_step(t: ClassifierTraining, batch: dict[str, Any]) -> tuple[Tensor, Tensor, IcascTerms | None, int]:
-    """One optimiser step on one batch: (loss, L_cls, ICASC terms or None, images)."""
+def train_step(t: ClassifierTraining, batch: dict[str, Any],
+               epoch: int) -> tuple[Tensor, Tensor, IcascTerms | None, int]:
+    """One optimiser step on one batch: (loss, L_cls, ICASC terms or None, images).
+
+    With ``classify.augment = "batch"`` the uint8 batch is cropped, flipped and normalised here, as a
+    function of (seed, epoch, image) (classify/augment.py)."""
     c = t.cfg.classify
     images = batch["image"].to(t.device, non_blocking=True)
+    if c.augment == "batch":
+        boxes = crop_boxes(t.cfg.run.seed, epoch, batch["index"], c.crop_scale, c.crop_ratio, t.cfg.data.hflip)
+        images = random_resized_crop(images, boxes, c.image_size, t.cfg.data.mean, t.cfg.data.std)
     if c.channels_last and t.device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     with torch.autocast(t.device.type, enabled=t.use_amp):
@@ -272,7 +308,8 @@ def train_epoch(t: ClassifierTraining, epoch: int, progress: bool, batches_run: 
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
     t.sampler.set_epoch(epoch)
-    t.dataset.set_epoch(epoch)
+    if isinstance(t.dataset, SeededDataset):
+        t.dataset.set_epoch(epoch)
     sums = {"loss": 0.0, "cls": 0.0, "as_inner": 0.0, "as_last": 0.0, "ac": 0.0}
     seen = 0
     t0 = time.perf_counter()
@@ -284,7 +321,7 @@ def train_epoch(t: ClassifierTraining, epoch: int, progress: bool, batches_run: 
         if stop_after_batches is not None and batches_run >= stop_after_batches:
             bar.close()
             return None, batches_run
-        loss, loss_cls, terms, n = train_step(t, batch)
+        loss, loss_cls, terms, n = train_step(t, batch, epoch)
         seen += n
         sums["loss"] += loss.item() * n
         sums["cls"] += loss_cls.item() * n
@@ -305,7 +342,7 @@ def save_training(t: ClassifierTraining, epoch: int) -> None:
     """The checkpoint after ``epoch`` epochs (atomic; everything a bit-exact resume needs) and metrics.json."""
     c = t.cfg.classify
     save_checkpoint(t.out_dir / CHECKPOINT, {
-        "arch": c.arch, "num_classes": t.num_classes, "variant": t.variant, "multilabel": t.multilabel,
+        "arch": c.arch, "output_stride": c.output_stride, "num_classes": t.num_classes, "variant": t.variant, "multilabel": t.multilabel,
         "class_names": t.class_names, "epoch": epoch, "config_hash": fingerprint(config_part(t.cfg, "classifier")),
         "model": unwrap(t.model).state_dict(), "optimizer": t.optimizer.state_dict(),
         "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(),
@@ -339,7 +376,7 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
         raise ValueError(f"{ckpt_path}: an unfinished run is here (epoch {state['epoch']}/{c.epochs}); "
                          "pass --resume to continue it, or use another output folder")
 
-    t = set_up_training(cfg, variant, out_dir, device, dist_info, state, max_batches)
+    t = set_up_training(cfg, variant, out_dir, device, dist_info, state, max_batches, progress)
     batches_run = 0
     for epoch in range(t.start_epoch, c.epochs):
         record, batches_run = train_epoch(t, epoch, progress, batches_run, stop_after_batches)

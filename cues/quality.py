@@ -4,8 +4,9 @@
   a constant background plane τ give a pseudo-label by argmax (:func:`cues.sec.pseudo_label`);
   one 21×21 confusion matrix per τ is accumulated over the split (void 255 skipped), each scored
   with :func:`eval.segmentation.scores_from_confusion` (mIoU over the classes present). τ runs
-  over ``[eval.tau_min, eval.tau_max]`` by ``eval.tau_step`` (0.05..0.60 by 0.01); the best τ is
-  the one with the highest mIoU (the smallest such τ on a tie).
+  over ``[eval.tau_min, eval.tau_max]`` by ``eval.tau_step`` (0.05..0.95 by 0.01); the best τ is
+  the one with the highest mIoU (the smallest such τ on a tie). A best τ at either end of the
+  sweep is flagged (``tau_at_edge``): the sweep is too narrow to show where the maps' best τ lies.
 - Seeds: the SEC cues (:func:`cues.sec.cues_on_grid`, on ``cues.grid``) brought back to image size
   by nearest neighbour and compared with the ground truth, per label (background included):
   precision = seeded pixels of the right class / seeded pixels, recall = seeded pixels of the
@@ -121,6 +122,13 @@ def best_tau(taus: np.ndarray, mious: Sequence[float]) -> int:
     return int(np.nanargmax(values))
 
 
+def tau_at_edge(taus: np.ndarray, best: int) -> bool:
+    """Whether the best τ (index ``best``) is the first or last of a sweep of more than one τ
+    (docs/method.md §6): the curve may still rise beyond it, so the sweep is too narrow."""
+    n = int(np.asarray(taus).size)
+    return n > 1 and best in (0, n - 1)
+
+
 def image_quality(maps: np.ndarray, classes: Sequence[int], gt: np.ndarray, taus: np.ndarray,
                   params: dict[str, Any], image_id: str) -> tuple[np.ndarray, np.ndarray]:
     """(T, L, L) τ-sweep confusions and (3, L) seed counts of one image."""
@@ -207,7 +215,7 @@ def evaluate_cues(cfg: Any, maps_dir: str | Path, split: str | None = None, out_
         stage="cues evaluate", maps_dir=str(maps_dir), split=split, images=len(dataset),
         mechanism=extract["mechanism"], variant=extract.get("variant"), extract=extract, cues=params,
         tau=[round(float(t), 6) for t in taus], miou=[None if np.isnan(v) else float(v) for v in curve],
-        best_tau=round(float(taus[best]), 6), best_miou=scores.miou,
+        best_tau=round(float(taus[best]), 6), best_miou=scores.miou, tau_at_edge=tau_at_edge(taus, best),
         per_class_iou={n: None if np.isnan(v) else float(v) for n, v in zip(VOC_CLASSES, scores.iou)},
         seeds=seed_scores(seeds), extract_images_per_second=_throughput(maps_dir),
         seconds=time.perf_counter() - t0, config=cfg.to_dict(),
@@ -244,8 +252,12 @@ def format_quality(result: dict[str, Any]) -> str:
     lines.append("-" * 37)
     lines.append(f"{'mean':<12} {_pct(result['best_miou']):>8} {_pct(seeds['mean_precision']):>7} "
                  f"{_pct(seeds['mean_recall']):>7}")
-    lines.append(f"best tau {result['best_tau']:.2f}: mIoU {_pct(result['best_miou'])}")
+    lines.append(f"best tau {result['best_tau']:.2f}: mIoU {_pct(result['best_miou'])}" +
+                 (f" -- {EDGE_NOTE}" if result.get("tau_at_edge") else ""))
     return "\n".join(lines)
+
+
+EDGE_NOTE = "at an edge of the sweep: widen eval.tau_min..eval.tau_max"
 
 
 def comparison_table(results: Sequence[dict[str, Any]]) -> str:
@@ -254,7 +266,10 @@ def comparison_table(results: Sequence[dict[str, Any]]) -> str:
              f"{'images/s':>8}", "-" * 68]
     for r in results:
         ips = r.get("extract_images_per_second")
-        lines.append(f"{r['mechanism']:<12} {str(r.get('variant')):<14} {r['best_tau']:>8.2f} "
+        edge = "*" if r.get("tau_at_edge") else " "
+        lines.append(f"{r['mechanism']:<12} {str(r.get('variant')):<14} {r['best_tau']:>7.2f}{edge} "
                      f"{_pct(r['best_miou']):>6} {_pct(r['seeds']['mean_precision']):>7} "
                      f"{_pct(r['seeds']['mean_recall']):>7} {'-' if ips is None else f'{ips:.1f}':>8}")
+    if any(r.get("tau_at_edge") for r in results):
+        lines.append(f"* best tau {EDGE_NOTE}")
     return "\n".join(lines)

@@ -56,6 +56,7 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 NOISE_MIOU = 0.02  # WSSS results move by about 2 mIoU between seeds
 DASH = "–"
+TAU_EDGE_MARK = " ⚠"
 FIGURES_DIR = "figures"
 
 
@@ -193,6 +194,7 @@ def aggregate(summary: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, 
                                                                      for r in matched])
         out["tau_curve"] = _mean_curve([None if r is None else r.get("tau_curve") for r in matched])
         out["maps_dir"] = base.get("maps_dir")
+        out["cue_tau_at_edge"] = any(bool(r.get("cue_tau_at_edge")) for r in matched if r is not None)
         out["seeds_present"] = sum(r is not None for r in matched)
         out.update({k: v for k, v in base.items() if k not in out})  # whatever else the caller recorded
         rows.append(out)
@@ -348,8 +350,12 @@ def main_table_markdown(report: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(TABLE_COLUMNS)) + "|"]
     for row in report.get("rows") or []:
         cells = [str(row.get("classifier")), row.get("mechanism") or DASH]
-        cells += [format_value(f, row.get(f), row.get(f + "_std")) for f, _ in TABLE_COLUMNS]
+        cells += [format_value(f, row.get(f), row.get(f + "_std")) + (TAU_EDGE_MARK if f == "cue_best_tau" and
+                  row.get("cue_tau_at_edge") else "") for f, _ in TABLE_COLUMNS]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    if any(row.get("cue_tau_at_edge") for row in report.get("rows") or []):
+        lines += ["", f"{TAU_EDGE_MARK} best τ at an edge of the τ sweep (`eval.tau_min`..`eval.tau_max`): the sweep "
+                      "is too narrow to show where these maps' best τ lies; widen it."]
     return "\n".join(lines) + "\n"
 
 

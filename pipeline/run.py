@@ -336,6 +336,7 @@ def collect_summary(cfg: Config, layout: RunLayout, skip_stages: Sequence[str] =
                 quality = QualityRecord.read(layout.quality(variant, mechanism, cfg.data.train_split))
                 if quality:
                     row.update(cue_best_tau=quality.best_tau, cue_miou=quality.best_miou,
+                               cue_tau_at_edge=bool(quality.tau_at_edge),
                                seed_precision=quality.seed_precision, seed_recall=quality.seed_recall,
                                tau_curve={"tau": quality.tau, "miou": quality.miou}, maps_dir=str(maps_dir.relative_to(layout.root)))
                 predicted = PredictRecord.read(layout.prediction(segmenter_name(variant, mechanism), split) /

@@ -11,7 +11,8 @@ A sample is a dict:
   constrain loss (sec only);
 - ``id``, and ``flipped`` (bool).
 
-A horizontal flip (probability 1/2) flips image, cues or mask, and small image together; it is a
+The unflipped uint8 arrays of every sample are decoded once and kept in memory when the split
+fits under ``cache_mib`` (:class:`data.cache.DecodedCache`). A horizontal flip (probability 1/2) flips image, cues or mask, and small image together; it is a
 pure function of (seed, epoch, index), so a resumed run sees the same samples. Keys may be an
 index or an ``(epoch, index)`` pair (what :class:`segment.train.IterationBatchSampler` yields).
 
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from data.cache import DecodedCache
 from data.errors import DatasetError
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from data.voc import VOCSegmentation
@@ -110,7 +112,7 @@ class SegTrainDataset(torch.utils.data.Dataset):
     def __init__(self, voc: VOCSegmentation, size: int, cues_dir: str | Path | None = None,
                  supervision: str = "sec", flip: bool = True, seed: int = 0,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 progress: bool = False):
+                 progress: bool = False, cache_mib: int = 0):
         check_supervision(supervision)
         if size < 1:
             raise ValueError(f"input size must be positive, got {size}")
@@ -118,14 +120,17 @@ class SegTrainDataset(torch.utils.data.Dataset):
         self.num_classes = voc.num_classes
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self._mean_np, self._std_np = self.mean.numpy(), self.std.numpy()
         self.epoch = 0
         self.cues_dir: Path | None = None
         self.cue_record: dict[str, Any] | None = None
         self.grid: int | None = None
+        self.cache = DecodedCache(self._decode, len(voc), 0, 0)
         if supervision == "full":
             if not voc.masks:
                 raise DatasetError(voc.mask_dir, f"split {voc.split!r} has no ground-truth masks; full supervision "
                                                  "needs them (use supervision 'sec' with cues)")
+            self.cache = DecodedCache(self._decode, len(voc), 4 * self.size ** 2, cache_mib, "segmenter samples")
             return
         if not voc.has_labels:
             raise DatasetError(voc.list_path, f"split {voc.split!r} has no image-level labels; SEC training needs them")
@@ -140,6 +145,8 @@ class SegTrainDataset(torch.utils.data.Dataset):
                                "cannot be batched; make them with cues.grid > 0 (41 for a 321 px input)")
         self.grid = grid
         self._check_cue_files(progress)
+        per_item = 3 * self.size ** 2 + (3 + self.num_classes) * grid ** 2
+        self.cache = DecodedCache(self._decode, len(voc), per_item, cache_mib, "segmenter samples")
 
     # ------------------------------------------------------------------ checks
     def cue_path(self, image_id: str) -> Path:
@@ -192,34 +199,42 @@ class SegTrainDataset(torch.utils.data.Dataset):
         digest = hashlib.blake2b(f"{self.seed}/{epoch}/{index}".encode(), digest_size=8).digest()
         return bool(digest[0] & 1)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        epoch, index = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (self.epoch, int(key))
+    def _decode(self, index: int) -> dict[str, Any]:
+        """The unflipped uint8 arrays of sample ``index`` (kept by ``self.cache`` when the split fits)."""
         raw = self.voc.load(index)
         image = raw["image"]
-        flip = self.flipped(epoch, index)
-        big = _resize(image, (self.size, self.size), Image.BILINEAR)
-        if flip:
-            big = big[:, ::-1]
-        tensor = torch.from_numpy(np.array(big, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
         label = np.asarray(raw.get("label", np.zeros(self.num_classes - 1, np.float32)), dtype=np.float32)
-        sample: dict[str, Any] = {
-            "id": raw["id"], "flipped": flip,
-            "image": (tensor - self.mean) / self.std,
-            "labels": torch.from_numpy(np.concatenate([[1.0], label]).astype(np.float32)),
-        }
+        out: dict[str, Any] = {"id": raw["id"], "big": _resize(image, (self.size, self.size), Image.BILINEAR),
+                               "labels": np.concatenate([[1.0], label]).astype(np.float32)}
         if self.supervision == "full":
-            mask = _resize(raw["mask"], (self.size, self.size), Image.NEAREST)
-            if flip:
-                mask = mask[:, ::-1]
-            sample["mask"] = torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64))
-            return sample
+            out["mask"] = _resize(raw["mask"], (self.size, self.size), Image.NEAREST)
+            return out
         path = self.cue_path(raw["id"])
         cue = load_cues(path)
         self._check_cue(path, raw["id"], cue["id"], cue["image_size"], tuple(cue["cues"].shape), image.shape[:2])
-        cues = cue["cues"][:, :, ::-1] if flip else cue["cues"]
-        small = _resize(image, (self.grid, self.grid), Image.BILINEAR)
-        if flip:
-            small = small[:, ::-1]
+        out["cues"] = np.ascontiguousarray(cue["cues"], dtype=bool)
+        out["small"] = _resize(image, (self.grid, self.grid), Image.BILINEAR)
+        return out
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (self.epoch, int(key))
+        item = self.cache.get(index)
+        flip = self.flipped(epoch, index)
+        big = item["big"][:, ::-1] if flip else item["big"]
+        # normalised in numpy (single-threaded): per-sample torch ops each start a parallel region,
+        # which costs more than the arithmetic on a busy machine; same float32 operations, same values
+        image = (big.transpose(2, 0, 1).astype(np.float32) / np.float32(255) - self._mean_np) / self._std_np
+        sample: dict[str, Any] = {
+            "id": item["id"], "flipped": flip,
+            "image": torch.from_numpy(np.ascontiguousarray(image)),
+            "labels": torch.from_numpy(item["labels"].copy()),
+        }
+        if self.supervision == "full":
+            mask = item["mask"][:, ::-1] if flip else item["mask"]
+            sample["mask"] = torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64))
+            return sample
+        cues = item["cues"][:, :, ::-1] if flip else item["cues"]
+        small = item["small"][:, ::-1] if flip else item["small"]
         sample["cues"] = torch.from_numpy(np.ascontiguousarray(cues, dtype=bool))
         sample["small_image"] = torch.from_numpy(np.array(small, dtype=np.uint8))
         return sample

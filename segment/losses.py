@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 PROB_EPS = 1e-4
+CRF_FLOOR = 1e-4  # SEC's reference code floors the training-time CRF output at this before renormalising
 
 
 def _working_dtype(t: Tensor) -> Tensor:
@@ -139,3 +140,14 @@ def constrain_loss(probs: Tensor, crf_probs: Tensor) -> Tensor:
     kl = torch.xlogy(q, q) - torch.xlogy(q, probs)
     b, _, h, w = probs.shape
     return kl.sum() / (b * h * w)
+
+
+def floor_crf_probs(crf_probs: Tensor, floor: float = CRF_FLOOR) -> Tensor:
+    """docs/method.md §5: SEC's training-time CRF output ``Q`` floored at ``floor`` (1e-4) and
+    renormalised to sum to 1 over the L labels of each pixel, as SEC's reference code does before
+    the constrain loss. ``crf_probs``: (B, L, h, w)."""
+    _check_probs("crf_probs", crf_probs)
+    if not 0.0 <= floor < 1.0:
+        raise ValueError(f"CRF floor must lie in [0, 1), got {floor}")
+    q = crf_probs.clamp_min(floor)
+    return q / q.sum(dim=1, keepdim=True)

@@ -3,7 +3,7 @@ masks (``supervision="full"``, the fully-supervised reference).
 
 Iteration-based, readable top to bottom: the run's identity (config hash) and any checkpoint in
 ``out_dir``, the data (the whole image resized to ``crop_size``², its cues or mask), the model,
-SGD with the last layer at ``last_layer_lr_mult``× the learning rate, the step or poly schedule,
+SGD or AdamW with the last layer at ``last_layer_lr_mult``× the learning rate, the schedule,
 then per iteration one batch and one optimizer step. The batches are a pure function of (seed,
 iteration) (:class:`IterationBatchSampler`), flips a pure function of (seed, epoch, image), and
 the checkpoint holds the RNG state, so ``resume`` continues bit-exactly (on CPU) from the last
@@ -13,7 +13,7 @@ the gradients, and rank 0 writes.
 SEC step (per batch): logits, bilinearly resized to the cue grid when the network's output grid
 differs, ``p = sec_probabilities(logits)``, then ``L = w_s·L_seed(p, cues) + w_e·L_expand(p, labels)
 + w_c·L_constrain(p, Q)`` with ``Q`` the dense CRF of the image shrunk to the grid and ``p``
-(detached), over the labels present in the image, computed by a CRF process pool while the seeding
+(detached), over all labels floored at 1e-4 as SEC (or the labels present in the image), computed by a CRF process pool while the seeding
 and expansion losses are formed.
 """
 
@@ -41,10 +41,13 @@ from sharpen_core.config import Config, SegmentConfig, dump_toml
 from sharpen_core.checkpoints import restore_training_state
 from sharpen_core.device import DistInfo, barrier, seed_everything, training_device
 from sharpen_core.records import config_part, fingerprint
+from sharpen_core.optim import Schedule, optimizer_from_config
+from sharpen_core.optim import make_scheduler as make_lr_scheduler
+from sharpen_core.threads import apply_plan
 
 from .crf import CRFParams, CRFPool
 from .data import SegTrainDataset, check_supervision, collate, read_cue_record
-from .losses import constrain_loss, expansion_loss, rescaled_decay, sec_probabilities, seeding_loss
+from .losses import constrain_loss, expansion_loss, floor_crf_probs, rescaled_decay, sec_probabilities, seeding_loss
 from .models import CheckpointMismatch, build_segmenter, check_segmenter_meta, param_groups, read_checkpoint, \
     save_segmenter
 
@@ -111,18 +114,24 @@ class IterationBatchSampler(torch.utils.data.Sampler):
 
 
 # --------------------------------------------------------------------------- schedule
+def segment_schedule(cfg: SegmentConfig) -> Schedule:
+    """``segment.schedule`` over ``iterations`` (step: ×gamma every ``lr_step``), with its warm-up
+    (sharpen_core/optim.py)."""
+    milestones = tuple(range(cfg.lr_step, cfg.iterations + 1, cfg.lr_step)) if cfg.lr_step > 0 else ()
+    try:
+        return Schedule(cfg.schedule, cfg.iterations, cfg.warmup_steps, cfg.warmup_factor, milestones, cfg.gamma,
+                        cfg.poly_power)
+    except ValueError as e:
+        raise ValueError(f"segment.schedule: {e}") from None
+
+
 def lr_factor(iteration: int, cfg: SegmentConfig) -> float:
-    """Learning-rate multiplier at ``iteration``: ``gamma^(it div lr_step)`` (step) or ``(1 - it/iters)^power`` (poly)."""
-    if cfg.schedule == "step":
-        return cfg.gamma ** (iteration // cfg.lr_step) if cfg.lr_step > 0 else 1.0
-    if cfg.schedule == "poly":
-        return max(0.0, 1.0 - iteration / max(1, cfg.iterations)) ** cfg.poly_power
-    raise ValueError(f"unknown segment.schedule {cfg.schedule!r}; expected 'step' or 'poly'")
+    """Learning-rate multiplier at ``iteration``: e.g. ``gamma^(it div lr_step)`` (step), ``(1 - it/iters)^power`` (poly)."""
+    return segment_schedule(cfg).factor(iteration)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: SegmentConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    lr_factor(0, cfg)  # validates the schedule name
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
+    return make_lr_scheduler(optimizer, segment_schedule(cfg))
 
 
 # --------------------------------------------------------------------------- losses of one batch
@@ -131,13 +140,27 @@ def present_labels(labels: Tensor) -> list[list[int]]:
     return [torch.nonzero(row > 0.5).flatten().tolist() for row in labels.cpu()]
 
 
+CRF_TRAIN_LABELS = ("all", "present")
+
+
+def crf_train_labels(labels: Tensor, mode: str) -> list[list[int] | None]:
+    """Per image the labels the constrain loss's CRF runs over (docs/method.md §5): every label
+    (``"all"``, SEC's reference code: None = all planes) or the present ones (``"present"``)."""
+    if mode == "all":
+        return [None] * labels.shape[0]
+    if mode == "present":
+        return present_labels(labels)
+    raise ValueError(f"unknown segment.crf_train_labels {mode!r}; expected one of: {', '.join(CRF_TRAIN_LABELS)}")
+
+
 def sec_losses(logits: Tensor, batch: dict[str, Any], cfg: SegmentConfig, pool: CRFPool) -> dict[str, Tensor]:
     """The three SEC terms of a batch (SPEC §4) and their weighted sum ``loss``.
 
     ``logits`` (B, L, h, w) are resized bilinearly to the cue grid (g, g) when (h, w) differs.
     The constrain term's ``Q`` is the CRF (SPEC §5, shrink factor ``crf_train_scale``) of
-    ``batch["small_image"]`` with the detached probabilities, over the labels present in each
-    image; it runs in ``pool`` while the other two terms are formed.
+    ``batch["small_image"]`` with the detached probabilities, over all labels (floored at 1e-4 and
+    renormalised, as SEC) or the labels present in each image (``crf_train_labels``); it runs in
+    ``pool`` while the other two terms are formed.
     """
     cues = batch["cues"].to(logits.device, non_blocking=True)
     grid = tuple(cues.shape[-2:])
@@ -147,13 +170,15 @@ def sec_losses(logits: Tensor, batch: dict[str, Any], cfg: SegmentConfig, pool: 
     probs = sec_probabilities(logits)
     labels = batch["labels"]
     pending = pool.map_async(list(batch["small_image"].numpy()), list(probs.detach().cpu().numpy()),
-                             present_labels(labels), cfg.crf_train_scale)
+                             crf_train_labels(labels, cfg.crf_train_labels), cfg.crf_train_scale)
     labels = labels.to(logits.device, non_blocking=True)
     terms = {
         "seed": seeding_loss(probs, cues),
         "expand": expansion_loss(probs, labels, rescaled_decay(cfg.decay_fg, grid), rescaled_decay(cfg.decay_bg, grid)),
     }
     q = torch.from_numpy(np.stack(pending.get())).to(logits.device)
+    if cfg.crf_train_labels == "all":
+        q = floor_crf_probs(q)
     terms["constrain"] = constrain_loss(probs, q)
     terms["loss"] = cfg.seed_weight * terms["seed"] + cfg.expand_weight * terms["expand"] + \
         cfg.constrain_weight * terms["constrain"]
@@ -228,11 +253,16 @@ def training_data(cfg: Config, voc: VOCSegmentation, cues_dir: str | Path | None
     """The training images with their cues (or masks), and the loader of iterations ``start ..``."""
     c = cfg.segment
     dataset = SegTrainDataset(voc, c.crop_size, cues_dir if supervision == "sec" else None, supervision, c.flip,
-                              cfg.run.seed, cfg.data.mean, cfg.data.std, progress=progress and dist_info.is_main)
+                              cfg.run.seed, cfg.data.mean, cfg.data.std, progress=progress and dist_info.is_main,
+                              cache_mib=cfg.data.cache_mib)
+    if progress and dist_info.is_main:
+        dataset.cache.report()
+    workers, _ = apply_plan(cfg.data.train_workers, cfg.data.num_workers, cfg.data.torch_threads,
+                            dataset.cache.enabled)
     sampler = IterationBatchSampler(len(dataset), c.batch_size, c.iterations, start, cfg.run.seed,
                                     dist_info.rank, dist_info.world_size)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers, collate_fn=collate,
+        dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.run.seed),
         persistent_workers=False)
     return dataset, loader
@@ -263,8 +293,7 @@ def set_up_training(cfg: Config, out_dir: Path, supervision: str, device: torch.
     channels_last = getattr(c, "channels_last", True) and device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(param_groups(model, c.lr, c.weight_decay, c.last_layer_lr_mult), lr=c.lr,
-                                momentum=c.momentum, weight_decay=c.weight_decay)
+    optimizer = optimizer_from_config(c, param_groups(model, c.lr, c.weight_decay, c.last_layer_lr_mult), "segment")
     scheduler = make_scheduler(optimizer, c)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history: list[dict[str, Any]] = []
@@ -367,6 +396,7 @@ def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | Non
     if c.checkpoint_every < 1:
         raise ValueError(f"segment.checkpoint_every must be positive, got {c.checkpoint_every}")
     lr_factor(0, c)
+    crf_train_labels(torch.zeros(0, 1), c.crf_train_labels)  # validates the name before any work
     device, dist_info = training_device(cfg.run.device)
     if supervision == "sec" and cues_dir is None:
         raise ValueError("supervision 'sec' needs a cue folder (--cues DIR, written by `sharpen cues sec`); "

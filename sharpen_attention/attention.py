@@ -378,7 +378,7 @@ class AttentionExtractor:
     # -- the call
     def __call__(self, images: Tensor, classes: Classes = None, *, create_graph: bool = False,
                  normalize: bool = True, size: str | tuple[int, int] | None = None,
-                 eps: float = NORM_EPS) -> AttentionResult:
+                 eps: float = NORM_EPS, weight_grad: bool = True) -> AttentionResult:
         """Attention maps of ``classes`` for ``images`` (B, 3, H, W) from one forward pass.
 
         Args:
@@ -386,6 +386,10 @@ class AttentionExtractor:
                 lists are padded with -1), or a callable mapping the detached logits to any of these
                 (e.g. ground truth plus the most confusing class).
             create_graph: differentiable maps (and logits) for a training loss; otherwise detached.
+            weight_grad: with ``create_graph``, the maps are differentiable through the channel
+                weights ``α`` too (SPEC §1, the paper's gradient: a second-order backward through
+                the layers above); False treats ``α`` as constants, so the gradient flows through
+                the activations ``A`` only (no double backward: faster, not the paper's gradient).
             normalize: divide each map by its maximum plus ``eps`` (SPEC §1).
             size: None (feature resolution), "input" (the images' size) or (h, w); bilinear.
         """
@@ -401,7 +405,7 @@ class AttentionExtractor:
             raw, logits, idx = adapter_maps(self.model, self._modules, images, classes, self.mechanism,
                                             resolve_classes)
         else:
-            raw, logits, idx = self._native(images, classes, create_graph)
+            raw, logits, idx = self._native(images, classes, create_graph, weight_grad)
         maps = {}
         for key, name in self.layers.items():
             m = raw[name]
@@ -429,7 +433,7 @@ class AttentionExtractor:
         if images.shape[0] == 0:
             raise ValueError("images is an empty batch")
 
-    def _native(self, images: Tensor, classes: Classes, create_graph: bool
+    def _native(self, images: Tensor, classes: Classes, create_graph: bool, weight_grad: bool = True
                 ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         autograd_layers = [n for n in self._modules if n not in self._heads]
         amp = torch.is_autocast_enabled(images.device.type)
@@ -463,17 +467,17 @@ class AttentionExtractor:
         # the backward replays the forward's dtypes; autocast must not recast inside the batched VJP
         with torch.autocast(device_type=images.device.type, enabled=False):
             for name, fc in self._heads.items():
-                grads[name] = self._closed_form_grads(fc, acts[name], idx, create_graph)
+                grads[name] = self._closed_form_grads(fc, acts[name], idx, create_graph and weight_grad)
             if autograd_layers:
                 # torch.vmap's batch-norm backward rejects autocast's mixed dtypes: use the legacy batching
                 mode = "is_grads_batched" if amp and self.vjp == "vmap" else self.vjp
                 grads.update(self._vjp(logits, [acts[n] for n in autograd_layers], autograd_layers, idx,
-                                       create_graph, mode))
+                                       create_graph and weight_grad, mode, keep_graph=create_graph))
             for name in self._modules:
                 a = acts[name] if create_graph else acts[name].detach()
                 dtype = torch.promote_types(a.dtype, torch.float32)  # half/bfloat16 -> float32
                 a, g = a.to(dtype), grads[name].to(dtype)
-                weights = mechanism_weights(self.mechanism, a, g, self.gradcampp_eps)
+                weights = mechanism_weights(self.mechanism, a if weight_grad else a.detach(), g, self.gradcampp_eps)
                 weights = weights * (idx >= 0).unsqueeze(-1).to(weights.dtype)
                 raw[name] = weighted_map(a, weights)
         return raw, logits, idx
@@ -487,7 +491,7 @@ class AttentionExtractor:
         return g[..., None, None].expand(*g.shape, h, w)
 
     def _vjp(self, logits: Tensor, inputs: list[Tensor], names: list[str], idx: Tensor,
-             create_graph: bool, mode: str | None = None) -> dict[str, Tensor]:
+             create_graph: bool, mode: str | None = None, keep_graph: bool = False) -> dict[str, Tensor]:
         """``∂y^c/∂A`` for every requested class: batched VJP (C, B, N) one-hots → (B, C, K, H, W)."""
         num_classes = logits.shape[1]
         grad_outputs = _one_hot_batched(idx, num_classes, logits.dtype)  # (C, B, N)
@@ -506,14 +510,14 @@ class AttentionExtractor:
             step = self.class_chunk or total
             starts = list(range(0, total, step))
             for s in starts:
-                retain = create_graph or s != starts[-1]
+                retain = create_graph or keep_graph or s != starts[-1]
                 chunk = grad_outputs[s:s + step]
                 parts.append((chunk.shape[0], torch.autograd.grad(
                     logits, inputs, grad_outputs=chunk, is_grads_batched=True, create_graph=create_graph,
                     retain_graph=retain, materialize_grads=True)))
         else:
             for j in range(total):
-                retain = create_graph or j != total - 1
+                retain = create_graph or keep_graph or j != total - 1
                 g = torch.autograd.grad(logits, inputs, grad_outputs=grad_outputs[j], create_graph=create_graph,
                                         retain_graph=retain, materialize_grads=True)
                 parts.append((1, tuple(x.unsqueeze(0) for x in g)))

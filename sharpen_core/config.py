@@ -50,7 +50,10 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
-    num_workers: int = 2
+    num_workers: int = 2  # loader processes (cue extraction, quality, prediction; training when not cached)
+    cache_mib: int = 1024  # training stages keep the split's decoded images in memory when they fit (0 = off)
+    train_workers: int = -1  # loader processes of the training stages; -1 = 0 when cached, else num_workers
+    torch_threads: int = 0  # torch intra-op threads of the training stages; 0 = the cores the workers leave
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     scale_range: list[float] = field(default_factory=lambda: [0.7, 1.3])
@@ -62,6 +65,7 @@ class ClassifyConfig:
     """[classify]: classifier training, plain or ICASC (SPEC §2-3)."""
 
     arch: str = "resnet18"  # resnet18 | resnet50 | resnet101 | vgg19
+    output_stride: int = 32  # 32 | 16 | 8: the last stages dilated instead of strided (classify/models.py)
     dataset: str = "voc"  # "voc" (VOC layout, multi-label) | "imagefolder" | "cifar100" | "cub200"
     dataset_root: str = ""  # for the single-label kinds; "" = data.root
     train_split: str = ""  # "" = data.train_split
@@ -69,15 +73,24 @@ class ClassifyConfig:
     weights: str = "none"  # "none" | "imagenet" | a path to a local state dict
     variants: list[str] = field(default_factory=lambda: ["baseline", "icasc-gradcam", "icasc"])
     image_size: int = 299
+    augment: str = "batch"  # "batch" (crop + flip of uint8 batches in the training process) | "loader" (per sample)
+    crop_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])  # random-resized crop area fraction ("batch")
+    crop_ratio: list[float] = field(default_factory=lambda: [1.0, 1.0])  # its aspect ratio range, e.g. [0.75, 1.333]
     batch_size: int = 16
     epochs: int = 20
     max_batches_per_epoch: int = 0  # 0 = the whole split; >0 caps each epoch (quick runs, smoke tests)
+    optimizer: str = "sgd"  # "sgd" (the paper's) | "adamw" (docs/method.md §3; sharpen_core/optim.py)
     lr: float = 0.01
     momentum: float = 0.9
+    nesterov: bool = False  # SGD only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW only
     weight_decay: float = 1e-4
-    schedule: str = "cosine"  # "cosine" (one cycle) | "step"
+    schedule: str = "cosine"  # "cosine" (one cycle) | "step" (at `milestones`, epochs) | "poly" | "onecycle"
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
+    poly_power: float = 0.9
+    warmup_steps: int = 0  # linear warm-up steps from warmup_factor x lr (onecycle: its rise; 0 = 30 %)
+    warmup_factor: float = 0.1
     sigma: float = 0.55  # target-region threshold σ (Eq. 4)
     omega: float = 100.0  # target-region sharpness ω (Eq. 4)
     theta: float = 0.8  # consistency margin θ (Eq. 5)
@@ -85,6 +98,7 @@ class ClassifyConfig:
     weight_as_last: float = 1.0
     weight_ac: float = 1.0
     target_region_grad: bool = False
+    attention_weight_grad: bool = True  # ICASC maps differentiable through α too (SPEC §1); false: through A only
     amp: bool = True
     channels_last: bool = True
     freeze_bn: bool = False  # BatchNorm in eval mode (running statistics), e.g. to fine-tune with small batches
@@ -123,13 +137,18 @@ class SegmentConfig:
     crop_size: int = 321  # training input side: the whole image is resized to crop_size x crop_size (as SEC)
     batch_size: int = 15
     iterations: int = 8000
+    optimizer: str = "sgd"  # "sgd" (SEC's) | "adamw" (sharpen_core/optim.py)
     lr: float = 1e-3
     momentum: float = 0.9
+    nesterov: bool = False  # SGD only
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW only
     weight_decay: float = 5e-4
-    schedule: str = "step"  # "step" | "poly"
+    schedule: str = "step"  # "step" (x gamma every lr_step) | "poly" | "cosine" | "onecycle"
     lr_step: int = 2000
     gamma: float = 0.1
     poly_power: float = 0.9
+    warmup_steps: int = 0  # linear warm-up iterations from warmup_factor x lr (onecycle: its rise; 0 = 30 %)
+    warmup_factor: float = 0.1
     last_layer_lr_mult: float = 10.0
     decay_fg: float = 0.996
     decay_bg: float = 0.999
@@ -149,6 +168,7 @@ class SegmentConfig:
     expand_weight: float = 1.0
     constrain_weight: float = 1.0
     crf_train_scale: float = 12.0  # s of SPEC §5 for the constrain loss's CRF (12 for 321 px -> 41x41)
+    crf_train_labels: str = "all"  # constrain loss's CRF over "all" labels, floored at 1e-4 (SEC) | "present" ones
     checkpoint_every: int = 200  # iterations between atomic checkpoints (and one at the end)
     flip: bool = True  # random horizontal flip in training
 
@@ -158,7 +178,7 @@ class EvalConfig:
     """[eval]: metric settings (SPEC §6)."""
 
     tau_min: float = 0.05
-    tau_max: float = 0.60
+    tau_max: float = 0.95  # wide enough that the best τ lies inside (a best τ at an edge is flagged)
     tau_step: float = 0.01
     cue_split: str = ""  # split on which `sharpen run` scores the cues ("" = data.train_split; VOC: "train")
 

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-NEVER_CHANGE_RESULTS: tuple[str, ...] = ("data.num_workers", "segment.crf_processes", "segment.checkpoint_every")
+NEVER_CHANGE_RESULTS: tuple[str, ...] = ("data.num_workers", "data.train_workers", "data.torch_threads", "data.cache_mib",
+                                         "segment.crf_processes", "segment.checkpoint_every")
 
 # output -> (keys it depends on, keys of those it does not depend on)
 DEPENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

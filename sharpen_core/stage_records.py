@@ -81,6 +81,7 @@ class QualityRecord(JsonRecord):
     extract_images_per_second: float | None
     seconds: float
     config: dict[str, Any]
+    tau_at_edge: bool = False  # the best τ is an end of the sweep: the sweep is too narrow (docs/method.md §6)
 
     @property
     def seed_precision(self) -> float | None:

@@ -646,3 +646,24 @@ def test_adapter_draws_no_progress_bars_of_its_own(resnet: nn.Module, images: to
     assert r.maps["1"].shape == (2, 1, 64, 64) and score_cam.tqdm is before and pgc is not None
     err = capsys.readouterr().err
     assert "it/s" not in err and "%|" not in err
+
+
+@pytest.mark.parametrize("mechanism", ["gradcam", "gradcampp", "channel"])
+def test_weight_grad_false_keeps_the_maps_and_drops_the_second_order_path(mechanism):
+    # Same maps; with weight_grad=False the inner map depends on layer4 and the head only through
+    # α, which is then a constant: no gradient reaches them, while layer1 (through A) still gets one.
+    from sharpen_attention.classifiers import build_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier("resnet18", 5).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with AttentionExtractor(model, layers=("last", "inner"), mechanism=mechanism) as extract:
+        full = extract(x, classes=[[1, 2], [0, 3]], create_graph=True, normalize=False)
+        cheap = extract(x, classes=[[1, 2], [0, 3]], create_graph=True, normalize=False, weight_grad=False)
+    for key in ("last", "inner"):
+        torch.testing.assert_close(cheap.maps[key], full.maps[key], rtol=1e-5, atol=1e-6)
+    params = [model.layer4[1].conv2.weight, model.fc.weight, model.layer1[0].conv1.weight]
+    g_full = torch.autograd.grad(full.maps["inner"].sum(), params, allow_unused=True)
+    g_cheap = torch.autograd.grad(cheap.maps["inner"].sum(), params, allow_unused=True)
+    assert all(g is not None and g.abs().sum() > 0 for g in g_full)
+    assert g_cheap[0] is None and g_cheap[1] is None and g_cheap[2].abs().sum() > 0

@@ -22,7 +22,8 @@ from cues.extract import (
     save_maps,
     shard_indices,
 )
-from cues.quality import best_tau, evaluate_cues, seed_counts, seed_scores, sweep_confusions, tau_values
+from cues.quality import (best_tau, comparison_table, evaluate_cues, seed_counts, seed_scores, sweep_confusions,
+                          tau_at_edge, tau_values)
 from cues.sec import (
     background_cue,
     best_class,
@@ -167,6 +168,19 @@ def test_tau_sweep_finds_the_known_best_tau():
     assert taus[i] == np.float32(0.37) and curve[i] == 1.0
     assert curve[i - 1] < 1.0 and curve[i + 1] < 1.0
     assert best_tau(taus, [0.5, 0.7, 0.7, 0.1]) == 1  # ties: the smallest τ
+    assert not tau_at_edge(taus, i)
+
+
+def test_tau_at_either_end_of_the_sweep_is_flagged():
+    taus = tau_values(0.05, 0.60, 0.05)
+    assert taus.size == 12
+    assert tau_at_edge(taus, best_tau(taus, np.linspace(0.5, 0.1, 12)))  # falling curve: best at 0.05
+    assert tau_at_edge(taus, best_tau(taus, np.linspace(0.1, 0.5, 12)))  # rising curve: best at 0.60
+    assert not tau_at_edge(taus, best_tau(taus, -np.abs(np.arange(12) - 5.0)))  # peak inside
+    assert not tau_at_edge(taus[:1], 0)  # a single τ is no sweep
+    assert "* best tau at an edge" in comparison_table([
+        {"mechanism": "gradcam", "variant": "baseline", "best_tau": 0.05, "best_miou": 0.1, "tau_at_edge": True,
+         "seeds": {"mean_precision": 0.5, "mean_recall": 0.5}}])
 
 
 def test_seed_precision_and_recall():
@@ -375,11 +389,12 @@ def test_cli_extract_evaluate_sec_show(voc, checkpoint, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "best tau" in out and "images/s" in out and "seed P" in out
     q = json.loads((tmp_path / "gradcam" / "quality" / "quality.json").read_text())
-    assert q["split"] == "val" and q["images"] == 2 and len(q["tau"]) == len(q["miou"]) == 56
-    assert 0.05 <= q["best_tau"] <= 0.60 and 0 <= q["best_miou"] <= 1
+    assert q["split"] == "val" and q["images"] == 2 and len(q["tau"]) == len(q["miou"]) == 91
+    assert 0.05 <= q["best_tau"] <= 0.95 and 0 <= q["best_miou"] <= 1
+    assert q["tau_at_edge"] == (q["best_tau"] in (0.05, 0.95))
     assert set(q["seeds"]["precision"]) == set(VOC_CLASSES)
     csv = (tmp_path / "gradcam" / "quality" / "tau_curve.csv").read_text().splitlines()
-    assert csv[0] == "tau,miou" and len(csv) == 57 and csv[1].startswith("0.05,")
+    assert csv[0] == "tau,miou" and len(csv) == 92 and csv[1].startswith("0.05,")
     assert Image.open(tmp_path / "gradcam" / "quality" / "tau_curve.png").size[0] > 400
     assert (tmp_path / "gradcam" / "quality" / "tau_curve.pdf").read_bytes().startswith(b"%PDF")
     assert [float(v) for v in csv[1].split(",")] == [q["tau"][0], q["miou"][0]]  # the exact numbers of quality.json

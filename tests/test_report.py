@@ -148,6 +148,18 @@ def test_write_report_single_seed(tmp_path):
         _assert_png(tmp_path / figures[key])
 
 
+def test_best_tau_at_the_sweep_edge_is_marked(tmp_path):
+    edge = _row("baseline", "gradcam", 0.40)
+    edge.update(cue_best_tau=0.05, cue_tau_at_edge=True)
+    report = write_report(tmp_path, _summary([edge, _row("baseline", "channel", 0.45)]), show_grid=False)
+    assert [r["cue_tau_at_edge"] for r in report["rows"]] == [True, False]
+    table = main_table_markdown(report)
+    lines = _table_lines(table)
+    assert lines[1].split(" | ")[5] == "0.05 ⚠" and lines[2].split(" | ")[5] == "0.20"
+    assert "⚠ best τ at an edge of the τ sweep" in table and table in (tmp_path / "report.md").read_text()
+    assert "⚠" not in main_table_markdown(write_report(tmp_path / "b", _summary(), show_grid=False))
+
+
 def test_ratio_falls_back_to_no_crf_reference(tmp_path):
     report = write_report(tmp_path, _summary(full_supervision_miou_crf=None), show_grid=False)
     assert report["full_supervision"]["ratio_basis"] == "no_crf"

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from segment.losses import (PROB_EPS, constrain_loss, expansion_loss, gwrp, rescaled_decay, sec_probabilities,
-                            seeding_loss)
+from segment.losses import (PROB_EPS, constrain_loss, expansion_loss, floor_crf_probs, gwrp, rescaled_decay,
+                            sec_probabilities, seeding_loss)
 
 
 # --- probabilities ---------------------------------------------------------------------------
@@ -205,3 +205,20 @@ def test_constrain_loss_gradcheck():
     q[:, 2] = 0  # planes the CRF zeroed
     q = q / q.sum(1, keepdim=True)
     assert torch.autograd.gradcheck(lambda x: constrain_loss(sec_probabilities(x), q), (logits,))
+
+
+def test_floor_crf_probs_hand_computed():
+    # Q = (1, 0, 0): floored to (1, 1e-4, 1e-4), renormalised by 1.0002 (SEC's reference code)
+    q = torch.zeros(1, 3, 1, 2, dtype=torch.float64)
+    q[:, 0] = 1.0
+    out = floor_crf_probs(q)
+    expected = torch.tensor([1.0, 1e-4, 1e-4], dtype=torch.float64) / 1.0002
+    assert torch.allclose(out[0, :, 0, 0], expected, rtol=1e-12) and torch.allclose(out[0, :, 0, 1], expected)
+    # values above the floor are only renormalised; constrain loss of p = (0.5, 0.5) against it
+    p = torch.full((1, 2, 1, 1), 0.5, dtype=torch.float64)
+    q2 = torch.tensor([1.0, 0.0], dtype=torch.float64).view(1, 2, 1, 1)
+    a, b = 1 / 1.0001, 1e-4 / 1.0001
+    assert constrain_loss(p, floor_crf_probs(q2)).item() == pytest.approx(a * math.log(a / 0.5) + b * math.log(b / 0.5),
+                                                                           rel=1e-12)
+    with pytest.raises(ValueError, match="CRF floor"):
+        floor_crf_probs(q, floor=1.0)

@@ -25,7 +25,7 @@ from sharpen_core.config import load_config
 from segment.data import SegTrainDataset
 from segment.models import (SEGMENTERS, CheckpointMismatch, build_segmenter, decimate_vgg_fc, largefov_output_size,
                             last_layer, load_segmenter, param_groups, read_checkpoint, save_segmenter)
-from segment.crf import CRFPool
+from segment.crf import CRFParams, CRFPool
 from segment.train import IterationBatchSampler, lr_factor, sec_losses, train_segmenter
 
 from conftest import make_tiny_voc
@@ -227,6 +227,29 @@ def test_sec_losses_resize_logits_to_the_cue_grid(tiny):
     assert a["loss"].item() == pytest.approx(a["seed"].item() + a["expand"].item() + a["constrain"].item(), rel=1e-6)
 
 
+def test_constrain_crf_over_all_or_present_labels(tiny):
+    # With 0 mean-field iterations the CRF returns its input renormalised over the labels it runs on:
+    # "all" gives Q = p floored at 1e-4 (constrain ≈ 0); "present" gives Q = p restricted to the
+    # present labels S and renormalised, so the constrain loss is the pixel mean of −log Σ_{c∈S} p^c.
+    voc, cues = tiny
+    ds = SegTrainDataset(VOCSegmentation(voc, "train"), 24, cues, "sec", flip=False)
+    from segment.data import collate
+    from segment.losses import sec_probabilities
+
+    batch = collate([ds[1], ds[2]])
+    logits = torch.randn(2, 21, GRID, GRID, generator=torch.Generator().manual_seed(1))
+    probs = sec_probabilities(logits)
+    present = batch["labels"] > 0.5
+    expected = -torch.log((probs * present[:, :, None, None]).sum(1)).mean().item()
+    with CRFPool(1, CRFParams(iterations=0)) as pool:
+        all_ = sec_losses(logits, batch, _cfg(voc).segment, pool)["constrain"].item()
+        pres = sec_losses(logits, batch, _cfg(voc, "segment.crf_train_labels='present'").segment, pool)["constrain"]
+    assert abs(all_) < 1e-5
+    assert pres.item() == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ValueError, match="segment.crf_train_labels 'some'"):
+        train_segmenter(_cfg(voc, "segment.crf_train_labels='some'"), voc.parent / "bad", cues)
+
+
 def _history(out: Path) -> list[dict]:
     return json.loads((out / "metrics.json").read_text())
 
@@ -253,7 +276,8 @@ def test_sec_training_overfits_a_fixed_batch(tiny, tmp_path):
 
 def test_resume_reproduces_uninterrupted_run(tiny, tmp_path):
     voc, cues = tiny
-    cfg = _cfg(voc, "segment.iterations=5", "segment.schedule=poly")  # flips on, ASPP dropout on
+    cfg = _cfg(voc, "segment.iterations=5", "segment.schedule=poly", "segment.optimizer=adamw",
+               "segment.warmup_steps=2")  # flips on, ASPP dropout on; AdamW state and warm-up resume too
     train_segmenter(cfg, tmp_path / "full", cues_dir=cues, progress=False)
     out = train_segmenter(cfg, tmp_path / "cut", cues_dir=cues, progress=False, stop_after_iterations=3)
     assert out == {"interrupted": True, "iteration": 3}
@@ -268,6 +292,7 @@ def test_resume_reproduces_uninterrupted_run(tiny, tmp_path):
     assert _history(tmp_path / "full") == _history(tmp_path / "cut")
     lrs = [h["lr"] for h in _history(tmp_path / "full")]
     assert lrs == pytest.approx([1e-3 * lr_factor(i, cfg.segment) for i in range(5)])
+    assert lrs[:3] == pytest.approx([1e-4, 5.5e-4, 1e-3])  # linear warm-up from 0.1 x lr over 2 steps
     # a finished run is skipped and its record returned; a checkpoint of another model is refused
     assert train_segmenter(cfg, tmp_path / "full", cues_dir=cues, progress=False)["iterations"] == 5
     with pytest.raises(CheckpointMismatch, match="checkpoint is for model 'deeplabv3plus', but this run uses "
