@@ -454,4 +454,4 @@ def test_adapter_mechanisms_are_cue_sets_with_known_maps(voc, checkpoint, tmp_pa
             np.testing.assert_allclose(got[k]["maps"], want[k]["maps"], atol=2e-3)
     quality = evaluate_cues(cfg, tmp_path / "layercam", split="train", progress=False)
     assert quality["mechanism"] == "layercam"
-    assert len(quality["tau"]) == len(quality["miou"]) == 56 and 0 <= quality["best_miou"] <= 1
+    assert len(quality["tau"]) == len(quality["miou"]) == 91 and 0 <= quality["best_miou"] <= 1
