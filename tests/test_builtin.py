@@ -23,6 +23,8 @@ from data.builtin import (
     _is_complete,
     _render_and_write,
     build_builtin_dataset,
+    check_builtin_version,
+    class_geometry,
     draw_object,
     void_band,
 )
@@ -239,7 +241,7 @@ def test_parts_are_small_and_bodies_large():
     for class_id in CLASS_PARTS:
         fractions = []
         for k in range(5):
-            obj = draw_object(np.random.default_rng([class_id, k]), class_id, 160, 160, 0.7)
+            obj = draw_object(np.random.default_rng([class_id, k]), class_id, 160, 160, 0.3)
             fractions.append(obj.part.sum() / obj.mask.sum())
         assert 0.06 < np.mean(fractions) < 0.17, VOC_CLASSES[class_id]
 
@@ -253,3 +255,38 @@ def test_void_band_marks_both_sides_of_each_boundary():
     assert band[3, 4] and band[3, 5]  # between two objects
     assert not band[3, 3] and not band[3, 6]  # object interiors stay labelled
     assert not band[0].any()  # image borders are no boundary
+
+
+def test_older_generator_version_is_refused_by_readers_and_rebuilt_by_build(built, tmp_path, capsys):
+    """A folder whose builtin.json names another generator version: every reader refuses it with a
+    message naming the versions and the rebuild command; ``build_builtin_dataset`` rebuilds it."""
+    root, _ = built
+    old = tmp_path / "old"
+    shutil.copytree(root, old)
+    manifest = json.loads((old / "builtin.json").read_text())
+    (old / "builtin.json").write_text(json.dumps({**manifest, "version": GENERATOR_VERSION - 1}))
+    (old / "JPEGImages" / "bi_train_000003.jpg").write_bytes(b"an image of the older generator")
+    with pytest.raises(DatasetError, match=f"generator version {GENERATOR_VERSION - 1}.*version "
+                                           f"{GENERATOR_VERSION}.*sharpen data build --out") as err:
+        VOCSegmentation(old, "train")
+    assert err.value.path == old / "builtin.json"
+    from data.check import check_dataset
+
+    with pytest.raises(DatasetError, match="generator version"):
+        check_dataset(old, progress=False)
+    rebuilt = build_builtin_dataset(old, seed=0, size="small", workers=1, progress=True)
+    assert "made by generator version" in capsys.readouterr().out
+    assert rebuilt["reused"] is False and rebuilt["replaced_version"] == GENERATOR_VERSION - 1
+    assert file_digests(old) == file_digests(root)
+    check_builtin_version(old)  # this version: passes
+    assert len(VOCSegmentation(old, "val")) == SMALL["val"]
+
+
+def test_object_size_follows_target_area():
+    """An object drawn for a target area covers about that fraction of the image when it fits the frame."""
+    for class_id in (8, 10, 7):  # upright, quadruped, box: each fits 20 % of a 160x160 image
+        areas = [draw_object(np.random.default_rng([class_id, k]), class_id, 160, 160, 0.2).mask.sum() / 160 ** 2
+                 for k in range(6)]
+        assert 0.17 < np.mean(areas) < 0.23, (VOC_CLASSES[class_id], areas)
+    geo = class_geometry(1)  # aeroplane: body and wings within the canvas radius
+    assert 0.2 < geo.area < 0.4 and -0.7 < geo.u_min < geo.u_max < 0.7
