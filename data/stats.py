@@ -212,3 +212,68 @@ def format_stats(stats: dict[str, Any]) -> str:
         lines += ["", "top co-occurrences (images)"]
         lines += [f"  {' + '.join(p['classes']):<24} {p['images']:>6}" for p in stats["co_occurrence"]]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- VOC 2012 reference
+
+VOC2012_SOURCES: dict[str, str] = {
+    "devkit": "PASCAL VOC 2012 development kit documentation (Everingham and Winn), section 2.2, Table 2, "
+              "segmentation image sets: http://host.robots.ox.ac.uk/pascal/VOC/voc2012/htmldoc/devkit_doc.html",
+    "ninja-balance": "computed from Dataset Ninja's statistics of the VOC 2012 segmentation trainval masks, "
+                     "https://github.com/dataset-ninja/pascal-voc-2012 `stats/class_balance.json` (per class: "
+                     "images, objects, mean area on image; it counts each of the 2,913 images twice, which cancels "
+                     "in these ratios, and its 2.38 objects per image agree with the devkit's 6,929 / 2,913): "
+                     "foreground = sum of images x mean area over classes / images = 25.2 % of all pixels (a mean over "
+                     "images), with "
+                     "5.5 % void ('neutral'), so 25.2 / 94.5 = 26.6 % of non-void pixels; classes per image = "
+                     "sum of per-class image counts / images",
+    "ninja-sizes": "computed from the same repository's `stats/class_sizes.json`: the mean over all 6,934 "
+                   "objects of the per-class mean object area (as a fraction of the image)",
+}
+"""Where each VOC 2012 figure below comes from."""
+
+VOC2012_REFERENCE: dict[str, tuple[str, str]] = {
+    "images": ("1,464 train / 1,449 val", "devkit"),
+    "objects_per_image": ("2.40 train / 2.36 val (3,507 / 3,422 objects)", "devkit"),
+    "classes_per_image": ("1.48 trainval", "ninja-balance"),
+    "foreground_fraction": ("26.6 % trainval", "ninja-balance"),
+    "void_fraction": ("5.5 % trainval", "ninja-balance"),
+    "object_area_mean": ("10.6 % trainval", "ninja-sizes"),
+    "classes": ("20", "devkit"),
+}
+"""Published VOC 2012 segmentation figures: (text, key of VOC2012_SOURCES)."""
+
+
+def readme_stats_table(by_split: dict[str, dict[str, Any]], class_count: int | None = None) -> str:
+    """A Markdown table of ``dataset_stats`` results (one column per split) next to VOC 2012's
+    published figures, with a numbered list of the sources."""
+    splits = list(by_split)
+    source_ids = {key: i + 1 for i, key in enumerate(VOC2012_SOURCES)}
+
+    def row(name: str, values: list[str], ref: str | None) -> str:
+        voc, cite = ("–", "") if ref is None else (VOC2012_REFERENCE[ref][0], f"[{source_ids[VOC2012_REFERENCE[ref][1]]}]")
+        return f"| {name} | " + " | ".join(values) + f" | {voc} {cite}".rstrip() + " |"
+
+    col = lambda f: [f(by_split[s]) for s in splits]  # noqa: E731
+    pct = lambda x: f"{100 * x:.1f} %"  # noqa: E731
+    bins = lambda s: " / ".join(f"{100 * b['fraction']:.0f}" for b in s["object_area"]["bins"].values())  # noqa: E731
+    lines = [
+        "| statistic | " + " | ".join(f"built-in {s}" for s in splits) + " | VOC 2012 segmentation |",
+        "|---|" + "---:|" * len(splits) + "---|",
+        row("images", col(lambda s: str(s["images"])), "images"),
+        row("classes", [str(class_count if class_count is not None else len(by_split[s]["classes"])) for s in splits],
+            "classes"),
+        row("objects per image", col(lambda s: f"{s['objects_per_image']['mean']:.2f}"), "objects_per_image"),
+        row("classes per image", col(lambda s: f"{s['classes_per_image']['mean']:.2f}"), "classes_per_image"),
+        row("images with 2+ classes", col(lambda s: pct(s["images_with_2plus_classes"])), None),
+        row("foreground (of non-void pixels)", col(lambda s: pct(s["foreground_fraction"])), "foreground_fraction"),
+        row("void (of all pixels)", col(lambda s: pct(s["void_fraction"])), "void_fraction"),
+        row("object area, mean (of its image)", col(lambda s: pct(s["object_area"]["mean"])), "object_area_mean"),
+        row("object area, median", col(lambda s: pct(s["object_area"]["quantiles"]["0.5"])), None),
+        row("objects < 5 % / 5-25 % / > 25 % of the image (%)", col(bins), None),
+        row("top co-occurrences (images)",
+            col(lambda s: ", ".join(f"{'+'.join(p['classes'])} {p['images']}" for p in s["co_occurrence"][:3])), None),
+    ]
+    lines += [""] + [f"[{source_ids[k]}] {text}" + ("  " if i < len(VOC2012_SOURCES) - 1 else "")
+                     for i, (k, text) in enumerate(VOC2012_SOURCES.items())]
+    return "\n".join(lines)

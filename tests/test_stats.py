@@ -102,3 +102,29 @@ def test_cli_table_json_and_errors(tiny_voc, tmp_path, capsys):
     assert len(err.splitlines()) == 1
     with pytest.raises(DatasetError, match="split list"):
         dataset_stats(tiny_voc, "train_aug", progress=False)
+
+
+def test_readme_table_script_writes_known_numbers_between_markers(tiny_voc, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "update_readme_stats", Path(__file__).resolve().parent.parent / "scripts" / "update_readme_stats.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- dataset-stats:begin -->\nold\n<!-- dataset-stats:end -->\noutro\n")
+    train_json = tmp_path / "train.json"
+    assert main(["data", "stats", "--root", str(tiny_voc), "--json", str(train_json), "--quiet"]) == 0
+    assert script.main(["--root", str(tiny_voc), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- dataset-stats:begin -->\n| statistic | built-in train | built-in val |")
+    assert "old" not in text and text.endswith("<!-- dataset-stats:end -->\noutro\n")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["objects per image"].startswith("| objects per image | 2.00 | 1.50 | 2.40 train")
+    assert f"| {100 * 1152 / 7040:.1f} % | {100 * 608 / 5248:.1f} % | 26.6 % trainval [2] |" in rows[
+        "foreground (of non-void pixels)"]
+    assert "devkit_doc.html" in text and "dataset-ninja/pascal-voc-2012" in text
+    readme.write_text("<!-- dataset-stats:begin -->\n<!-- dataset-stats:end -->\n")
+    assert script.main(["--json", str(train_json), "--readme", str(readme)]) == 0
+    assert "| statistic | built-in train | VOC 2012 segmentation |" in readme.read_text()
