@@ -85,7 +85,7 @@ CLASS_FAMILY: dict[int, str] = {
 
 IMAGE_SIDE = (96, 160)  # inclusive range of W and H
 OBJECT_COUNT_P = (0.36, 0.30, 0.20, 0.14)  # P(1), P(2), P(3), P(4) objects: 2.1 per image (VOC 2012: 2.4)
-SAME_CLASS_P = 0.42  # a further object repeats the primary class (VOC: 1.5 classes but 2.4 objects per image)
+SAME_CLASS_P = 0.38  # a further object repeats the primary class (VOC: 1.5 classes but 2.4 objects per image)
 SAME_SCENE_P = 0.3  # ... else is a class of the primary's scene with this probability, else any class
 # Target area of each object as a fraction of the image (before occlusion and the fit to the frame):
 # the first (rear) object is the main one, later ones are smaller, as in VOC photos.
@@ -762,7 +762,7 @@ class Geometry:
 @functools.cache
 def class_geometry(class_id: int) -> Geometry:
     """Measure the class's body + part on a fine canonical grid (colours do not change the mask)."""
-    step = 0.004
+    step = 0.005
     axis = np.arange(-OBJECT_RADIUS, OBJECT_RADIUS, step, dtype=np.float32) + step / 2
     u, v = np.meshgrid(axis, axis)
     canvas = ObjectCanvas(u, v, 100.0)
@@ -789,11 +789,16 @@ def draw_object(rng: np.random.Generator, class_id: int, h: int, w: int, target_
     room_x = max(w / 2 - (1 - FRAME_SLACK) * half_u * size, 0.0)  # how far the centre may move from the middle
     room_y = max(h / 2 - (1 - FRAME_SLACK) * half_v * size, 0.0)
     cx, cy = w / 2 + rng.uniform(-room_x, room_x), h / 2 + rng.uniform(-room_y, room_y)
-    radius = int(math.ceil(OBJECT_RADIUS * size * max(stretch_u, stretch_v))) + 1
-    top, left = int(cy) - radius, int(cx) - radius
-    x, y = pixel_grid(2 * radius, 2 * radius)
-    dx, dy = x + left - cx, y + top - cy
     cos, sin = math.cos(angle), math.sin(angle)
+    # the canvas: the object's rotated bounding box (from its measured extent) plus a 2 px margin
+    u_ends = (-geo.u_max, -geo.u_min) if flip else (geo.u_min, geo.u_max)
+    corners = [(a * size * stretch_u, b * size * stretch_v) for a in u_ends for b in (geo.v_min, geo.v_max)]
+    xs = [a * cos - b * sin for a, b in corners]
+    ys = [a * sin + b * cos for a, b in corners]
+    top, left = int(math.floor(cy + min(ys))) - 2, int(math.floor(cx + min(xs))) - 2
+    height, width = int(math.ceil(cy + max(ys))) + 2 - top, int(math.ceil(cx + max(xs))) + 2 - left
+    x, y = pixel_grid(height, width)
+    dx, dy = x + left - cx, y + top - cy
     u = (dx * cos + dy * sin) / (size * stretch_u)
     v = (-dx * sin + dy * cos) / (size * stretch_v)
     if flip:
@@ -1178,6 +1183,8 @@ def build_builtin_dataset(out: str | Path, seed: int = 0, size: str = "default",
     for folder in ("JPEGImages", "SegmentationClass", "SegmentationObject", "SegmentationClassTest"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    for class_id in BUILTIN_CLASS_IDS:
+        class_geometry(class_id)  # measured once here; forked workers inherit the cache
     results = _run_tasks(tasks, workers, progress)
     ids = {s: [r["id"] for r in results if r["split"] == s] for s in SPLIT_CODES}
     ids["trainval"] = ids["train"] + ids["val"]

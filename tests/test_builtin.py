@@ -17,6 +17,7 @@ import pytest
 
 from data.builtin import (
     BUILTIN_CLASS_IDS,
+    CLASS_SCENE,
     BUILTIN_SIZES,
     GENERATOR_VERSION,
     CLASS_PARTS,
@@ -31,6 +32,7 @@ from data.builtin import (
 from data.classes import IGNORE_INDEX, VOC_CLASSES
 from data.errors import DatasetError
 from data.io import read_image, read_mask
+from data.stats import dataset_stats
 from data.voc import VOCSegmentation
 
 SMALL = BUILTIN_SIZES["small"]
@@ -290,3 +292,22 @@ def test_object_size_follows_target_area():
         assert 0.17 < np.mean(areas) < 0.23, (VOC_CLASSES[class_id], areas)
     geo = class_geometry(1)  # aeroplane: body and wings within the canvas radius
     assert 0.2 < geo.area < 0.4 and -0.7 < geo.u_min < geo.u_max < 0.7
+
+
+def test_voc_like_statistics(built):
+    """``data stats`` of the small build lands where the generator aims (VOC 2012: about a quarter of
+    the non-void pixels are objects, 2.4 objects and 1.5 classes per image): ranges wide enough for
+    160 images, narrow enough to catch version 1's 8 % foreground and 4 % objects."""
+    root, _ = built
+    s = dataset_stats(root, "train", progress=False)
+    assert s["object_source"] == "SegmentationObject"
+    assert 0.24 < s["foreground_fraction"] < 0.38
+    assert 1.8 < s["objects_per_image"]["mean"] < 2.5
+    assert 1.35 < s["classes_per_image"]["mean"] < 1.85
+    assert s["void_fraction"] < 0.12
+    area = s["object_area"]
+    assert 0.09 < area["mean"] < 0.2 and 0.07 < area["quantiles"]["0.5"] < 0.18
+    assert 0.03 < area["bins"]["large"]["fraction"] < 0.3 and area["bins"]["small"]["fraction"] < 0.3
+    # class-correlated context: most of the top co-occurring pairs share a scene (cat + dog indoors, ...)
+    top = [[VOC_CLASSES.index(c) for c in p["classes"]] for p in s["co_occurrence"][:5]]
+    assert sum(CLASS_SCENE[a] == CLASS_SCENE[b] for a, b in top) >= 3, s["co_occurrence"][:5]
