@@ -15,8 +15,9 @@ It poses the real weakly-supervised problem rather than a toy one:
   ``sharpen data stats``): about 2 objects and 1.6 classes per image (VOC: 2.4 and 1.5), about
   30 % foreground pixels (VOC: about a quarter), one main object of 14-48 % of the image
   and smaller ones of 4-18 % (each object is sized by a target area; elongated shapes come out
-  smaller where they do not fit the frame), so that at 64-96 px the discriminative part spans
-  a few cells of a stride-16/32 feature map. Version 1 had 8 % foreground.
+  smaller where they do not fit the frame). At 96 px and output stride 16 (a 6 x 6 map) a main
+  object spans about 5-17 cells and its discriminative part (about 12 % of it) one or two.
+  Version 1 had 8 % foreground and objects of about 4 % of the image.
 
 Layout written under ``out``::
 
