@@ -1159,7 +1159,8 @@ def build_builtin_dataset(out: str | Path, seed: int = 0, size: str = "default",
     ``size`` is a key of BUILTIN_SIZES. A complete build (``builtin.json``) of the same generator
     version, seed and size is reused (the summary gets ``reused: True``); anything else there (a
     partial or different build, or one by an older generator version: ``replaced_version``) is
-    regenerated, and files of an earlier build that this one does not write are removed. ``workers=1`` renders in-process; the default uses up to 2 processes.
+    regenerated, and files of an earlier build that this one does not write are removed.
+    ``workers=1`` renders in-process; the default uses up to 2 processes.
     The files are byte-identical for a seed and size whatever ``workers`` is.
     """
     if size not in BUILTIN_SIZES:

@@ -191,8 +191,8 @@ def format_stats(stats: dict[str, Any]) -> str:
     rows = [
         ("images", str(stats["images"])),
         ("objects", str(stats["objects"])),
-        ("objects per image", f"{stats['objects_per_image']['mean']:.2f}  ({hist(stats['objects_per_image']['histogram'])})"),
-        ("classes per image", f"{stats['classes_per_image']['mean']:.2f}  ({hist(stats['classes_per_image']['histogram'])})"),
+        *[(f"{key.replace('_', ' ')}", f"{stats[key]['mean']:.2f}  ({hist(stats[key]['histogram'])})")
+          for key in ("objects_per_image", "classes_per_image")],
         ("images with 2+ classes", _pct(stats["images_with_2plus_classes"])),
         ("foreground (of non-void)", _pct(stats["foreground_fraction"])),
         ("foreground (of all)", _pct(stats["foreground_fraction_of_all_pixels"])),
@@ -251,7 +251,8 @@ def readme_stats_table(by_split: dict[str, dict[str, Any]], class_count: int | N
     source_ids = {key: i + 1 for i, key in enumerate(VOC2012_SOURCES)}
 
     def row(name: str, values: list[str], ref: str | None) -> str:
-        voc, cite = ("–", "") if ref is None else (VOC2012_REFERENCE[ref][0], f"[{source_ids[VOC2012_REFERENCE[ref][1]]}]")
+        voc, cite = ("–", "") if ref is None else (VOC2012_REFERENCE[ref][0],
+                                                    f"[{source_ids[VOC2012_REFERENCE[ref][1]]}]")
         return f"| {name} | " + " | ".join(values) + f" | {voc} {cite}".rstrip() + " |"
 
     col = lambda f: [f(by_split[s]) for s in splits]  # noqa: E731
