@@ -3,7 +3,7 @@
 For one split with masks: images, objects and classes per image, the foreground fraction (of
 non-void pixels), the distribution of object areas (as fractions of their image), class
 frequency and the most frequent class co-occurrences. Works for real VOC 2012 and for the
-built-in dataset alike.
+built-in dataset alike (the VOC layout of docs/method.md §7; 255 is void).
 
 Objects are the instances of ``SegmentationObject/<id>.png`` (VOC's instance masks: 0
 background, 1..n objects, 255 void), each with the class most of its pixels have in the class
