@@ -11,6 +11,13 @@ It poses the real weakly-supervised problem rather than a toy one:
 * Body textures, per-instance colour jitter, background clutter that is no class, occlusion
   (later objects drawn over earlier ones; masks follow visibility), scale changes, rotation and
   flips, mild noise and blur, and a VOC-like void band (255) along every object boundary.
+* VOC 2012's statistics where they matter for WSSS (generator version 2; measure them with
+  ``sharpen data stats``): about 2 objects and 1.6 classes per image (VOC: 2.4 and 1.5), about
+  30 % foreground pixels (VOC: about a quarter), one main object of 14-48 % of the image
+  and smaller ones of 4-18 % (each object is sized by a target area; elongated shapes come out
+  smaller where they do not fit the frame). At 96 px and output stride 16 (a 6 x 6 map) a main
+  object spans about 5-17 cells and its discriminative part (about 12 % of it) one or two.
+  Version 1 had 8 % foreground and objects of about 4 % of the image.
 
 Layout written under ``out``::
 
@@ -27,6 +34,7 @@ build is byte-identical for a seed and size whatever the number of workers.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import multiprocessing as mp
@@ -42,7 +50,7 @@ from .classes import IGNORE_INDEX, VOC_CLASSES
 from .errors import DatasetError
 from .io import write_bytes_atomic, write_image, write_json_atomic, write_mask
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST_NAME = "builtin.json"
 ID_PREFIX = "bi_"
 
@@ -77,8 +85,15 @@ CLASS_FAMILY: dict[int, str] = {
 }
 
 IMAGE_SIDE = (96, 160)  # inclusive range of W and H
-OBJECT_COUNT_P = (0.34, 0.34, 0.21, 0.11)  # P(1), P(2), P(3), P(4) objects
-OBJECT_FRACTION = (0.2, 0.7)  # object size as a fraction of the shorter image side
+OBJECT_COUNT_P = (0.36, 0.30, 0.20, 0.14)  # P(1), P(2), P(3), P(4) objects: 2.1 per image (VOC 2012: 2.4)
+SAME_CLASS_P = 0.38  # a further object repeats the primary class (VOC: 1.5 classes but 2.4 objects per image)
+SAME_SCENE_P = 0.3  # ... else is a class of the primary's scene with this probability, else any class
+# Target area of each object as a fraction of the image (before occlusion and the fit to the frame):
+# the first (rear) object is the main one, later ones are smaller, as in VOC photos.
+MAIN_AREA = (0.14, 0.4)
+MAIN_AREA_ALONE = (0.18, 0.48)
+OTHER_AREA = (0.04, 0.18)
+FRAME_SLACK = 0.12  # an object's box may stick out of the frame by this fraction of its half-size
 MIN_VISIBLE = 0.3  # an object must keep this fraction of its pixels visible (else not drawn)
 MIN_LABELLED = 0.12  # ... and this fraction outside the void band
 MAX_ATTEMPTS = 8  # re-renders (new sub-seed) of an image that failed a check
@@ -734,20 +749,57 @@ class DrawnObject:
     rgb: np.ndarray
 
 
-def draw_object(rng: np.random.Generator, class_id: int, h: int, w: int, max_fraction: float) -> DrawnObject:
-    """Render one object of ``class_id`` at a random place, scale, stretch, rotation and flip."""
+@dataclass(frozen=True)
+class Geometry:
+    """A class's shape at unit size, upright: area (units²) and extent of its mask (object units)."""
+
+    area: float
+    u_min: float
+    u_max: float
+    v_min: float
+    v_max: float
+
+
+@functools.cache
+def class_geometry(class_id: int) -> Geometry:
+    """Measure the class's body + part on a fine canonical grid (colours do not change the mask)."""
+    step = 0.005
+    axis = np.arange(-OBJECT_RADIUS, OBJECT_RADIUS, step, dtype=np.float32) + step / 2
+    u, v = np.meshgrid(axis, axis)
+    canvas = ObjectCanvas(u, v, 100.0)
+    rng = np.random.default_rng([class_id, 0])
+    FAMILY_BODIES[CLASS_FAMILY[class_id]](canvas, rng, sample_look(rng, CLASS_FAMILY[class_id]))
+    CLASS_PARTS[class_id](canvas, rng)
+    rows, cols = np.any(canvas.mask, axis=1), np.any(canvas.mask, axis=0)
+    return Geometry(float(canvas.mask.sum()) * step * step, float(axis[cols][0]), float(axis[cols][-1]),
+                    float(axis[rows][0]), float(axis[rows][-1]))
+
+
+def draw_object(rng: np.random.Generator, class_id: int, h: int, w: int, target_area: float) -> DrawnObject:
+    """Render one object of ``class_id`` covering about ``target_area`` of an (h, w) image (less where
+    its shape does not fit the frame), at a random place, stretch, rotation and flip."""
     family = CLASS_FAMILY[class_id]
-    side = min(h, w)
-    size = (OBJECT_FRACTION[0] + (max_fraction - OBJECT_FRACTION[0]) * math.sqrt(rng.random())) * side
+    geo = class_geometry(class_id)
     stretch_u, stretch_v = rng.uniform(0.85, 1.15), rng.uniform(0.85, 1.15)
     angle = rng.uniform(-0.6, 0.6) if rng.random() < 0.15 else rng.uniform(-0.2, 0.2)
     flip = rng.random() < 0.5
-    cx, cy = rng.uniform(0.12, 0.88) * w, rng.uniform(0.15, 0.85) * h
-    radius = int(math.ceil(OBJECT_RADIUS * size * max(stretch_u, stretch_v))) + 1
-    top, left = int(cy) - radius, int(cx) - radius
-    x, y = pixel_grid(2 * radius, 2 * radius)
-    dx, dy = x + left - cx, y + top - cy
+    size = math.sqrt(target_area * h * w / (geo.area * stretch_u * stretch_v))
+    half_u = max(-geo.u_min, geo.u_max) * stretch_u  # half-extents per unit size, about the origin
+    half_v = max(-geo.v_min, geo.v_max) * stretch_v
+    size = min(size, (1 + FRAME_SLACK) * w / (2 * half_u), (1 + FRAME_SLACK) * h / (2 * half_v))
+    room_x = max(w / 2 - (1 - FRAME_SLACK) * half_u * size, 0.0)  # how far the centre may move from the middle
+    room_y = max(h / 2 - (1 - FRAME_SLACK) * half_v * size, 0.0)
+    cx, cy = w / 2 + rng.uniform(-room_x, room_x), h / 2 + rng.uniform(-room_y, room_y)
     cos, sin = math.cos(angle), math.sin(angle)
+    # the canvas: the object's rotated bounding box (from its measured extent) plus a 2 px margin
+    u_ends = (-geo.u_max, -geo.u_min) if flip else (geo.u_min, geo.u_max)
+    corners = [(a * size * stretch_u, b * size * stretch_v) for a in u_ends for b in (geo.v_min, geo.v_max)]
+    xs = [a * cos - b * sin for a, b in corners]
+    ys = [a * sin + b * cos for a, b in corners]
+    top, left = int(math.floor(cy + min(ys))) - 2, int(math.floor(cx + min(xs))) - 2
+    height, width = int(math.ceil(cy + max(ys))) + 2 - top, int(math.ceil(cx + max(xs))) + 2 - left
+    x, y = pixel_grid(height, width)
+    dx, dy = x + left - cx, y + top - cy
     u = (dx * cos + dy * sin) / (size * stretch_u)
     v = (-dx * sin + dy * cos) / (size * stretch_v)
     if flip:
@@ -756,6 +808,13 @@ def draw_object(rng: np.random.Generator, class_id: int, h: int, w: int, max_fra
     FAMILY_BODIES[family](canvas, rng, sample_look(rng, family))
     CLASS_PARTS[class_id](canvas, rng)
     return DrawnObject(class_id, top, left, canvas.mask, canvas.part, canvas.rgb)
+
+
+def target_areas(rng: np.random.Generator, n: int) -> list[float]:
+    """The area fraction each of ``n`` objects aims at: one main object, smaller others."""
+    if n == 1:
+        return [float(rng.uniform(*MAIN_AREA_ALONE))]
+    return [float(rng.uniform(*MAIN_AREA))] + [float(rng.uniform(*OTHER_AREA)) for _ in range(n - 1)]
 
 
 # =============================================================================== composition
@@ -823,9 +882,9 @@ def sample_classes(rng: np.random.Generator) -> list[int]:
     classes = [primary]
     for _ in range(n - 1):
         r = rng.random()
-        if r < 0.2:
+        if r < SAME_CLASS_P:
             classes.append(primary)  # another instance of the same class
-        elif r < 0.55:
+        elif r < SAME_CLASS_P + SAME_SCENE_P:
             same_scene = [c for c in BUILTIN_CLASS_IDS if CLASS_SCENE[c] == CLASS_SCENE[primary] and c != primary]
             classes.append(int(rng.choice(same_scene)) if same_scene else int(rng.choice(BUILTIN_CLASS_IDS)))
         else:
@@ -886,10 +945,9 @@ def compose(rng: np.random.Generator) -> Rendered | None:
     for kind in clutter_items(rng, scene):
         mask, colour = draw_distractor(rng, kind, h, w)
         layers.rgb[mask] = colour[mask]
-    max_fraction = OBJECT_FRACTION[1] - 0.07 * (len(classes) - 1)
-    for class_id in classes:
+    for class_id, area in zip(classes, target_areas(rng, len(classes))):
         for _ in range(6):
-            if layers.place(draw_object(rng, class_id, h, w, max_fraction)):
+            if layers.place(draw_object(rng, class_id, h, w, area)):
                 break
     if not layers.classes:
         return None
@@ -971,6 +1029,20 @@ def _is_complete(out: Path, manifest: dict[str, Any] | None, seed: int, size: st
     with os.scandir(out / "JPEGImages") as it:
         images = sum(e.name.startswith(ID_PREFIX) and e.name.endswith(".jpg") for e in it)
     return images == sum(BUILTIN_SIZES[size].values())
+
+
+def check_builtin_version(root: str | Path) -> None:
+    """Refuse a built-in dataset made by another generator version: its images are not the ones this
+    code generates (a folder without a readable ``builtin.json`` is no finished built-in build: passes)."""
+    root = Path(root)
+    manifest = _read_manifest(root / MANIFEST_NAME)
+    if manifest is None or manifest.get("version") == GENERATOR_VERSION:
+        return
+    size, seed = manifest.get("size", "default"), manifest.get("seed", 0)
+    raise DatasetError(root / MANIFEST_NAME,
+                       f"built-in dataset made by generator version {manifest.get('version')}, but this code's "
+                       f"generator is version {GENERATOR_VERSION}; rebuild it with `sharpen data build --out {root} "
+                       f"--size {size} --seed {seed}` (or `sharpen run --from data` with data.builtin = true)")
 
 
 def _check_target(out: Path) -> None:
@@ -1086,8 +1158,9 @@ def build_builtin_dataset(out: str | Path, seed: int = 0, size: str = "default",
 
     ``size`` is a key of BUILTIN_SIZES. A complete build (``builtin.json``) of the same generator
     version, seed and size is reused (the summary gets ``reused: True``); anything else there (a
-    partial or different build) is regenerated, and files of an earlier build that this one does
-    not write are removed. ``workers=1`` renders in-process; the default uses up to 2 processes.
+    partial or different build, or one by an older generator version: ``replaced_version``) is
+    regenerated, and files of an earlier build that this one does not write are removed.
+    ``workers=1`` renders in-process; the default uses up to 2 processes.
     The files are byte-identical for a seed and size whatever ``workers`` is.
     """
     if size not in BUILTIN_SIZES:
@@ -1101,6 +1174,10 @@ def build_builtin_dataset(out: str | Path, seed: int = 0, size: str = "default",
     if _is_complete(out, previous, seed, size):
         return {**previous, "reused": True}
     _check_target(out)
+    replaced = previous.get("version") if previous else None
+    if progress and replaced is not None and replaced != GENERATOR_VERSION:
+        print(f"built-in dataset at {out} was made by generator version {replaced}; "
+              f"rebuilding it with version {GENERATOR_VERSION}")
     if manifest.exists():
         manifest.unlink()  # no stale marker while files change
     workers = _default_workers() if workers is None else max(1, int(workers))
@@ -1108,6 +1185,8 @@ def build_builtin_dataset(out: str | Path, seed: int = 0, size: str = "default",
     for folder in ("JPEGImages", "SegmentationClass", "SegmentationObject", "SegmentationClassTest"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    for class_id in BUILTIN_CLASS_IDS:
+        class_geometry(class_id)  # measured once here; forked workers inherit the cache
     results = _run_tasks(tasks, workers, progress)
     ids = {s: [r["id"] for r in results if r["split"] == s] for s in SPLIT_CODES}
     ids["trainval"] = ids["train"] + ids["val"]
@@ -1116,4 +1195,4 @@ def build_builtin_dataset(out: str | Path, seed: int = 0, size: str = "default",
     _remove_stale(out, {r["id"] for r in results})
     summary = _summarise(results, seed, size, time.perf_counter() - start, workers)
     write_json_atomic(manifest, summary)  # last: marks the build complete
-    return {**summary, "reused": False}
+    return {**summary, "reused": False, "replaced_version": replaced}

@@ -140,6 +140,10 @@ class VOCSegmentation:
         if split != "test" and not self.has_labels:
             raise DatasetError(self.root, f"split {split!r} has neither {mask_folder}/ nor Annotations/; "
                                           "expected one of them for ground truth")
+        if (self.root / "builtin.json").is_file():  # a built-in dataset: made by this generator version?
+            from .builtin import check_builtin_version
+
+            check_builtin_version(self.root)
         if check_files:
             self._check_files_exist()
 

@@ -1,6 +1,6 @@
 """The ``sharpen`` command: one subcommand per stage, run in order.
 
-    sharpen data build|check      datasets in VOC layout
+    sharpen data build|check|stats  datasets in VOC layout
     sharpen classify ...          stage 1: classifiers, plain or ICASC
     sharpen cues ...              stage 2: attention maps and SEC localization cues
     sharpen segment ...           stage 3: SEC segmenter, CRF, predictions, submissions
@@ -82,8 +82,19 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_stats(args: argparse.Namespace) -> int:
+    from data.io import write_json_atomic
+    from data.stats import dataset_stats, format_stats
+
+    stats = dataset_stats(args.root, split=args.split, progress=not args.quiet)
+    print(format_stats(stats))
+    if args.json:
+        write_json_atomic(args.json, stats)
+    return 0
+
+
 def _build_data_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="datasets in VOC layout: build the built-in one, check a folder",
+    p = sub.add_parser("data", help="datasets in VOC layout: build the built-in one, check a folder, statistics",
                        description="Datasets in PASCAL VOC layout (VOC 2012, SBD train_aug, the built-in dataset).")
     dsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
@@ -109,6 +120,18 @@ def _build_data_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
     _add_shared_options(c, "quiet")
     c.set_defaults(func=_cmd_data_check)
+
+    st = dsub.add_parser("stats", help="WSSS statistics of a split: objects, classes, foreground, object sizes",
+                         description="Objects and classes per image, foreground fraction (of non-void pixels), "
+                                     "object area distribution, class frequency and top class co-occurrences of "
+                                     "one split of a VOC-layout dataset (real VOC or the built-in one). Objects "
+                                     "come from SegmentationObject/ when present, else from connected components "
+                                     "of each class (the output says which).")
+    st.add_argument("--root", type=Path, required=True, help="VOCdevkit, VOC2012 or built-in dataset folder")
+    st.add_argument("--split", default="train", help="split with masks (default train)")
+    st.add_argument("--json", type=Path, default=None, help="also write the statistics as JSON here")
+    st.add_argument("--quiet", action="store_true", help="no progress bar")
+    st.set_defaults(func=_cmd_data_stats)
 
 
 # --------------------------------------------------------------------------- classify

@@ -17,18 +17,22 @@ import pytest
 
 from data.builtin import (
     BUILTIN_CLASS_IDS,
+    CLASS_SCENE,
     BUILTIN_SIZES,
     GENERATOR_VERSION,
     CLASS_PARTS,
     _is_complete,
     _render_and_write,
     build_builtin_dataset,
+    check_builtin_version,
+    class_geometry,
     draw_object,
     void_band,
 )
 from data.classes import IGNORE_INDEX, VOC_CLASSES
 from data.errors import DatasetError
 from data.io import read_image, read_mask
+from data.stats import dataset_stats
 from data.voc import VOCSegmentation
 
 SMALL = BUILTIN_SIZES["small"]
@@ -237,7 +241,7 @@ def test_parts_are_small_and_bodies_large():
     for class_id in CLASS_PARTS:
         fractions = []
         for k in range(5):
-            obj = draw_object(np.random.default_rng([class_id, k]), class_id, 160, 160, 0.7)
+            obj = draw_object(np.random.default_rng([class_id, k]), class_id, 160, 160, 0.3)
             fractions.append(obj.part.sum() / obj.mask.sum())
         assert 0.06 < np.mean(fractions) < 0.17, VOC_CLASSES[class_id]
 
@@ -251,3 +255,57 @@ def test_void_band_marks_both_sides_of_each_boundary():
     assert band[3, 4] and band[3, 5]  # between two objects
     assert not band[3, 3] and not band[3, 6]  # object interiors stay labelled
     assert not band[0].any()  # image borders are no boundary
+
+
+def test_older_generator_version_is_refused_by_readers_and_rebuilt_by_build(built, tmp_path, capsys):
+    """A folder whose builtin.json names another generator version: every reader refuses it with a
+    message naming the versions and the rebuild command; ``build_builtin_dataset`` rebuilds it."""
+    root, _ = built
+    old = tmp_path / "old"
+    shutil.copytree(root, old)
+    manifest = json.loads((old / "builtin.json").read_text())
+    (old / "builtin.json").write_text(json.dumps({**manifest, "version": GENERATOR_VERSION - 1}))
+    (old / "JPEGImages" / "bi_train_000003.jpg").write_bytes(b"an image of the older generator")
+    with pytest.raises(DatasetError, match=f"generator version {GENERATOR_VERSION - 1}.*version "
+                                           f"{GENERATOR_VERSION}.*sharpen data build --out") as err:
+        VOCSegmentation(old, "train")
+    assert err.value.path == old / "builtin.json"
+    from data.check import check_dataset
+
+    with pytest.raises(DatasetError, match="generator version"):
+        check_dataset(old, progress=False)
+    rebuilt = build_builtin_dataset(old, seed=0, size="small", workers=1, progress=True)
+    assert "made by generator version" in capsys.readouterr().out
+    assert rebuilt["reused"] is False and rebuilt["replaced_version"] == GENERATOR_VERSION - 1
+    assert file_digests(old) == file_digests(root)
+    check_builtin_version(old)  # this version: passes
+    assert len(VOCSegmentation(old, "val")) == SMALL["val"]
+
+
+def test_object_size_follows_target_area():
+    """An object drawn for a target area covers about that fraction of the image when it fits the frame."""
+    for class_id in (8, 10, 7):  # upright, quadruped, box: each fits 20 % of a 160x160 image
+        areas = [draw_object(np.random.default_rng([class_id, k]), class_id, 160, 160, 0.2).mask.sum() / 160 ** 2
+                 for k in range(6)]
+        assert 0.17 < np.mean(areas) < 0.23, (VOC_CLASSES[class_id], areas)
+    geo = class_geometry(1)  # aeroplane: body and wings within the canvas radius
+    assert 0.2 < geo.area < 0.4 and -0.7 < geo.u_min < geo.u_max < 0.7
+
+
+def test_voc_like_statistics(built):
+    """``data stats`` of the small build lands where the generator aims (VOC 2012: about a quarter of
+    the non-void pixels are objects, 2.4 objects and 1.5 classes per image): ranges wide enough for
+    160 images, narrow enough to catch version 1's 8 % foreground and 4 % objects."""
+    root, _ = built
+    s = dataset_stats(root, "train", progress=False)
+    assert s["object_source"] == "SegmentationObject"
+    assert 0.24 < s["foreground_fraction"] < 0.38
+    assert 1.8 < s["objects_per_image"]["mean"] < 2.5
+    assert 1.35 < s["classes_per_image"]["mean"] < 1.85
+    assert s["void_fraction"] < 0.12
+    area = s["object_area"]
+    assert 0.09 < area["mean"] < 0.2 and 0.07 < area["quantiles"]["0.5"] < 0.18
+    assert 0.03 < area["bins"]["large"]["fraction"] < 0.3 and area["bins"]["small"]["fraction"] < 0.3
+    # class-correlated context: most of the top co-occurring pairs share a scene (cat + dog indoors, ...)
+    top = [[VOC_CLASSES.index(c) for c in p["classes"]] for p in s["co_occurrence"][:5]]
+    assert sum(CLASS_SCENE[a] == CLASS_SCENE[b] for a, b in top) >= 3, s["co_occurrence"][:5]

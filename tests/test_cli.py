@@ -13,7 +13,7 @@ from data.io import read_mask, write_mask
 from data.voc import VOCSegmentation
 from pipeline.cli import STAGES, main
 
-SUBCOMMANDS = [["data"], ["data", "build"], ["data", "check"], ["classify"], ["classify", "train"],
+SUBCOMMANDS = [["data"], ["data", "build"], ["data", "check"], ["data", "stats"], ["classify"], ["classify", "train"],
                ["classify", "evaluate"], ["cues"], ["cues", "extract"], ["cues", "sec"], ["cues", "evaluate"],
                ["cues", "show"], ["segment"], ["segment", "train"], ["segment", "predict"],
                ["eval"], ["eval", "segmentation"], ["run"], ["report"]]
