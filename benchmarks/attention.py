@@ -1,4 +1,4 @@
-"""Benchmark: all-class attention maps (SPEC §1) against forward+backward, a per-class loop and pytorch-grad-cam.
+"""Benchmark: all-class attention maps (docs/method.md §1) against forward+backward, a per-class loop and pytorch-grad-cam.
 
     python benchmarks/attention.py [--quick] [--device cpu|cuda] [--mechanism channel]
 

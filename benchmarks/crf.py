@@ -1,4 +1,4 @@
-"""Benchmark: dense-CRF refinement throughput (SPEC §5) and its share of a SEC training step.
+"""Benchmark: dense-CRF refinement throughput (docs/method.md §5) and its share of a SEC training step.
 
     python benchmarks/crf.py [--root builtin_data/default] [--limit N] [--repeats R] [--no-step] [--no-startup]
 

@@ -1,4 +1,4 @@
-"""ICASC losses (SPEC §2): target region (Eq. 4), attention separation (Eq. 3), consistency (Eq. 5).
+"""ICASC losses (docs/method.md §2): target region (Eq. 4), attention separation (Eq. 3), consistency (Eq. 5).
 
 All maps are max-normalised attention maps in [0, 1] of shape (N, h, w), one row per
 (image, target class) pair. Each function returns one value per row, so the caller decides how

@@ -2,7 +2,7 @@
 
 One epoch loop, readable top to bottom: seed, data, model, optimiser and schedule, then per
 batch the classification loss plus, for ICASC variants, the attention separation losses on the
-inner and last layers and the attention consistency loss (SPEC §2, Eq. 6). A checkpoint is
+inner and last layers and the attention consistency loss (docs/method.md §2, Eq. 6). A checkpoint is
 written atomically after every epoch; ``resume`` continues from the last one with the same RNG
 state, so an interrupted run ends with the same weights as an uninterrupted one. Under
 ``torchrun`` the model is wrapped in DistributedDataParallel and each process takes its share

@@ -1,4 +1,4 @@
-"""Stage 2: class attention maps of a trained classifier for every image of a split (SPEC §1, §4).
+"""Stage 2: class attention maps of a trained classifier for every image of a split (docs/method.md §1, §4).
 
 For each image, the maps of its ground-truth classes (or of all classes) from one layer (default
 the last), averaged over scales and horizontal flip, at image resolution, as IRN/SEC do:
@@ -9,7 +9,7 @@ the last), averaged over scales and horizontal flip, at image resolution, as IRN
 2. one extractor call per scale gives the un-normalised maps of every requested class from one
    forward pass (:class:`sharpen_attention.attention.AttentionExtractor`); the flipped pass's maps are flipped
    back; each is resized bilinearly to image resolution;
-3. the passes are averaged, then each class map is max-normalised to [0, 1] (SPEC §1). With
+3. the passes are averaged, then each class map is max-normalised to [0, 1] (docs/method.md §1). With
    ``cues.scale_average = "normalized"`` (default) each pass is max-normalised before averaging:
    Grad-CAM and channel-weighted maps carry a factor ``1/Z`` (``Z`` = feature pixels), so raw maps
    of a larger scale would count 4× less per doubling; ``"raw"`` averages them as they come.

@@ -1,4 +1,4 @@
-"""How good attention maps are as localization cues (SPEC §6): the τ-sweep and SEC seed precision/recall.
+"""How good attention maps are as localization cues (docs/method.md §6): the τ-sweep and SEC seed precision/recall.
 
 - τ-sweep (the WSSS protocol): per image, the max-normalised maps of its ground-truth classes and
   a constant background plane τ give a pseudo-label by argmax (:func:`cues.sec.pseudo_label`);

@@ -1,10 +1,10 @@
-"""SEC localization cues and pseudo-labels from class attention maps: pure functions (SPEC §4, §6).
+"""SEC localization cues and pseudo-labels from class attention maps: pure functions (docs/method.md §4, §6).
 
 Conventions: ``maps`` is a (C, h, w) float array of attention maps, one per entry of ``classes``
 (segmentation labels 1..20; 0 is background), each max-normalised to [0, 1]. Cues are multi-hot
 (num_labels, h, w) bool arrays: a pixel may carry several labels, or none.
 
-- Foreground cue of class ``c`` (SPEC §4): where its map exceeds ``fg_threshold`` (0.2) times its
+- Foreground cue of class ``c`` (docs/method.md §4): where its map exceeds ``fg_threshold`` (0.2) times its
   maximum. A map that is zero everywhere gives no cue.
 - Background cue: the ``bg_fraction`` (10 %) of pixels with the lowest attention (the maximum
   over the image's class maps), or with the lowest saliency when a saliency map is given (SEC
@@ -12,7 +12,7 @@ Conventions: ``maps`` is a (C, h, w) float array of attention maps, one per entr
   pixels: all pixels strictly below the cut value, then, among the pixels tied at the cut value,
   as many as needed, spread evenly over them in raster order (so a large flat zero region does not
   hand the background cue to its first rows).
-- Pseudo-label (SPEC §6): argmax over a constant background plane ``τ`` and the class maps; a
+- Pseudo-label (docs/method.md §6): argmax over a constant background plane ``τ`` and the class maps; a
   pixel whose best map equals ``τ`` is background (the plane comes first), ties between classes
   go to the earlier entry of ``classes``. Comparisons are in float32, the precision of the maps.
 - The SEC grid: cues live on the segmenter's output grid (41×41 for a 321 px input), a square
@@ -37,7 +37,7 @@ NORM_EPS = 1e-7
 
 
 def max_normalize(maps: np.ndarray, eps: float = NORM_EPS) -> np.ndarray:
-    """``M / (max M + ε)`` per class (SPEC §1): (C, h, w) -> float32 in [0, 1]."""
+    """``M / (max M + ε)`` per class (docs/method.md §1): (C, h, w) -> float32 in [0, 1]."""
     maps = np.asarray(maps, dtype=np.float32)
     if maps.shape[0] == 0:
         return maps
@@ -103,7 +103,7 @@ def background_cue(maps: np.ndarray, fraction: float = 0.1, saliency: np.ndarray
 def localization_cues(maps: np.ndarray, classes: Sequence[int], fg_threshold: float = 0.2,
                       bg_fraction: float = 0.1, saliency: np.ndarray | None = None,
                       num_labels: int = NUM_CLASSES) -> np.ndarray:
-    """SEC's multi-hot cues (num_labels, h, w) bool: foreground planes 1.., background plane 0 (SPEC §4)."""
+    """SEC's multi-hot cues (num_labels, h, w) bool: foreground planes 1.., background plane 0 (docs/method.md §4)."""
     cues = foreground_cues(maps, classes, fg_threshold, num_labels)
     cues[0] = background_cue(maps, bg_fraction, saliency)
     return cues
@@ -111,7 +111,7 @@ def localization_cues(maps: np.ndarray, classes: Sequence[int], fg_threshold: fl
 
 def pseudo_label(maps: np.ndarray, classes: Sequence[int], tau: float,
                  num_labels: int = NUM_CLASSES) -> np.ndarray:
-    """(h, w) int64 label map: argmax over [τ plane, class maps] (SPEC §6); background wins a tie with τ."""
+    """(h, w) int64 label map: argmax over [τ plane, class maps] (docs/method.md §6); background wins a tie with τ."""
     maps, classes = _check(maps, classes, num_labels)
     scores = np.concatenate([np.full((1, *maps.shape[1:]), tau, dtype=np.float32), maps.astype(np.float32)])
     lut = np.concatenate([[0], classes]).astype(np.int64)

@@ -1,4 +1,4 @@
-"""PASCAL VOC 2012 class names and the standard bit-interleaved colour palette (SPEC §7)."""
+"""PASCAL VOC 2012 class names and the standard bit-interleaved colour palette (docs/method.md §7)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """PASCAL VOC 2012 (+ SBD ``train_aug``) reader; the built-in dataset uses the same layout.
 
-Layout (SPEC §7)::
+Layout (docs/method.md §7)::
 
     <root>/JPEGImages/<id>.jpg
     <root>/SegmentationClass/<id>.png          palette PNG, 0..20, 255 void

@@ -1,4 +1,4 @@
-"""Classification metrics (SPEC §6): per-class AP and mAP, macro ROC AUC, top-k accuracy, and the
+"""Classification metrics (docs/method.md §6): per-class AP and mAP, macro ROC AUC, top-k accuracy, and the
 Kolmogorov–Smirnov distance between the target-class and most-confusing-class probabilities.
 
 AP is scikit-learn's uninterpolated average precision. A class with no positive example has no

@@ -1,10 +1,10 @@
-"""Score predicted masks against a split's ground truth (one confusion matrix per split, SPEC §6).
+"""Score predicted masks against a split's ground truth (one confusion matrix per split, docs/method.md §6).
 
 Predictions come as
 
 * a folder of ``<id>.png`` label maps (palette or grey PNG, values ``0..20``, the image's size);
   other files in it are ignored, so one folder may serve several splits;
-* a VOC test-server submission (SPEC §7): a folder holding
+* a VOC test-server submission (docs/method.md §7): a folder holding
   ``results/VOC2012/Segmentation/comp6_test_cls/<id>.png`` or the ``.tar.gz`` of it. A
   submission is checked as the evaluation server would: exactly the split's images, each the
   image's size, values 0-20 only (no 255); anything else is an error naming the member.

@@ -1,4 +1,4 @@
-"""Segmentation metrics from one confusion matrix accumulated over a split (SPEC §6).
+"""Segmentation metrics from one confusion matrix accumulated over a split (docs/method.md §6).
 
 ``IoU_c = TP / (TP + FP + FN)``; mIoU is the mean over the classes present in the ground
 truth or the prediction (a class absent from both has no IoU and is left out); ground-truth

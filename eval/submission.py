@@ -1,4 +1,4 @@
-"""PASCAL VOC 2012 test-server submissions (SPEC §7): the layout, validating and reading one.
+"""PASCAL VOC 2012 test-server submissions (docs/method.md §7): the layout, validating and reading one.
 
 Layout: ``results/VOC2012/Segmentation/comp6_test_cls/<image id>.png``, one palette PNG per
 image of the split, the image's size, values 0-20 only (no 255: the server wants a class at

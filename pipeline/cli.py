@@ -173,7 +173,7 @@ def _build_classify_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("classify", help="stage 1: train and evaluate VGG-19 / ResNet classifiers, baseline or ICASC",
                        description="Stage 1: multi-label (VOC layout) or single-label classifiers, trained plain "
                                    "or with ICASC (attention separation on the inner and last layers plus "
-                                   "attention consistency, SPEC section 2).")
+                                   "attention consistency, docs/method.md §2).")
     csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     t = csub.add_parser("train", help="train one variant",
                         description="Train one classifier variant: baseline (classification loss only), "
@@ -262,7 +262,7 @@ def _build_cues_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cues", help="stage 2: attention maps (Grad-CAM, Grad-CAM++, channel-weighted), SEC cues, "
                                     "cue quality",
                        description="Stage 2: class attention maps of a trained classifier, SEC localization cues "
-                                   "from them, and how good they are as cues (SPEC sections 1, 4 and 6).")
+                                   "from them, and how good they are as cues (docs/method.md §1, §4 and §6).")
     csub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     x = csub.add_parser("extract", help="multi-scale + flip attention maps for every image of a split",
                         description="For every image, the attention maps of its ground-truth classes (cues.classes) "

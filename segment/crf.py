@@ -1,6 +1,6 @@
-"""Dense-CRF refinement (pydensecrf2) and a process pool for it (SPEC §5).
+"""Dense-CRF refinement (pydensecrf2) and a process pool for it (docs/method.md §5).
 
-- Unary ``−log p`` over the selected label planes only (SPEC §5: "run it only over the labels
+- Unary ``−log p`` over the selected label planes only (docs/method.md §5: "run it only over the labels
   present in the image"; ``labels=None`` uses all of them). The selected planes are renormalised to
   sum to 1 per pixel and floored at ``UNARY_FLOOR`` before the log (a pixel where every selected
   plane is 0 becomes uniform over them). The planes of the other labels are 0 in the output; a
@@ -34,7 +34,7 @@ UNARY_FLOOR = 1e-5  # smallest probability entering −log p (a unary of at most
 
 @dataclass
 class CRFParams:
-    """Dense-CRF settings (SPEC §5); spatial standard deviations are for an unshrunk image (s = 1)."""
+    """Dense-CRF settings (docs/method.md §5); spatial standard deviations are for an unshrunk image (s = 1)."""
 
     bilateral_weight: float = 10.0
     bilateral_sxy: float = 80.0
@@ -129,7 +129,7 @@ def _scatter(q: np.ndarray | None, labels: list[int], shape: tuple[int, ...]) ->
 
 def dense_crf(image: np.ndarray, probs: np.ndarray, labels: Sequence[int] | None = None,
               scale: float = 1.0, params: CRFParams = CRFParams()) -> np.ndarray:
-    """Refine ``probs`` (L, H, W) with a dense CRF on ``image`` (H, W, 3) uint8 (SPEC §5).
+    """Refine ``probs`` (L, H, W) with a dense CRF on ``image`` (H, W, 3) uint8 (docs/method.md §5).
 
     Only the planes in ``labels`` (None: all L) take part; the others are 0 in the returned
     float32 (L, H, W) probabilities, which sum to 1 per pixel over ``labels``. ``scale`` is the

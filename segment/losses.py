@@ -1,4 +1,4 @@
-"""SEC losses: seeding, expansion with global weighted rank pooling, constrain-to-boundary (SPEC §4).
+"""SEC losses: seeding, expansion with global weighted rank pooling, constrain-to-boundary (docs/method.md §4).
 
 Pure torch functions. Conventions: ``probs`` is a (B, L, h, w) tensor of class probabilities on
 the segmenter's output grid, made by :func:`sec_probabilities` (softmax, + ``PROB_EPS``,
@@ -27,7 +27,7 @@ def _check_probs(name: str, probs: Tensor) -> None:
 
 
 def sec_probabilities(logits: Tensor) -> Tensor:
-    """SPEC §4 "Probabilities": softmax over the L label channels of (B, L, h, w) logits, then add
+    """docs/method.md §4 "Probabilities": softmax over the L label channels of (B, L, h, w) logits, then add
     ``PROB_EPS`` (1e-4) and renormalise, so that ``p ∈ (0, 1)`` and the logs of the losses stay finite."""
     _check_probs("logits", logits)
     p = torch.softmax(_working_dtype(logits), dim=1) + PROB_EPS
@@ -35,7 +35,7 @@ def sec_probabilities(logits: Tensor) -> Tensor:
 
 
 def rescaled_decay(decay: float, size: tuple[int, int], reference: int = 41) -> float:
-    """SPEC §4: GWRP decay for an (h, w) output grid, ``d' = d^(reference² / (h·w))``.
+    """docs/method.md §4: GWRP decay for an (h, w) output grid, ``d' = d^(reference² / (h·w))``.
 
     The decay ``d`` is tuned for a ``reference × reference`` grid (41×41 for SEC's 321 px input).
     With ``d'`` the share of the GWRP weight carried by the top fraction ``f`` of the pixels,
@@ -50,7 +50,7 @@ def rescaled_decay(decay: float, size: tuple[int, int], reference: int = 41) -> 
 
 
 def gwrp(values: Tensor, decay: float) -> Tensor:
-    """Global weighted rank pooling over the last axis (SPEC §4): ``Σ_j d^(j−1) v_(j) / Σ_j d^(j−1)``
+    """Global weighted rank pooling over the last axis (docs/method.md §4): ``Σ_j d^(j−1) v_(j) / Σ_j d^(j−1)``
     with ``v_(1) ≥ v_(2) ≥ …`` the values sorted in descending order.
 
     ``decay = 0`` gives the max, ``decay = 1`` the mean. For ``d < 1`` and many values the weights
@@ -72,7 +72,7 @@ def gwrp(values: Tensor, decay: float) -> Tensor:
 
 
 def seeding_loss(probs: Tensor, cues: Tensor) -> Tensor:
-    """SPEC §4 seeding loss: per image ``−(1/Σ_c|S_c|) Σ_c Σ_{u∈S_c} log p^c_u``, averaged over the batch.
+    """docs/method.md §4 seeding loss: per image ``−(1/Σ_c|S_c|) Σ_c Σ_{u∈S_c} log p^c_u``, averaged over the batch.
 
     ``cues``: (B, L, h, w) bool, multi-hot (a pixel may carry several labels, or none). An image
     with no cue pixel at all contributes 0 and *is counted* in the batch mean (the sum is divided
@@ -92,7 +92,7 @@ def seeding_loss(probs: Tensor, cues: Tensor) -> Tensor:
 
 
 def expansion_loss(probs: Tensor, labels: Tensor, decay_fg: float, decay_bg: float) -> Tensor:
-    """SPEC §4 expansion loss with GWRP, averaged over the batch.
+    """docs/method.md §4 expansion loss with GWRP, averaged over the batch.
 
     Per image: ``−mean_{c ∈ present fg} log G_c − mean_{c ∈ absent} log(1 − max_u p^c_u) − log G_bg``,
     ``G_c = gwrp(p^c, decay_fg)`` and ``G_bg = gwrp(p^0, decay_bg)``. ``labels``: (B, L) multi-hot;
@@ -124,7 +124,7 @@ def expansion_loss(probs: Tensor, labels: Tensor, decay_fg: float, decay_bg: flo
 
 
 def constrain_loss(probs: Tensor, crf_probs: Tensor) -> Tensor:
-    """SPEC §4 constrain-to-boundary loss: ``(1/n) Σ_u Σ_c Q^c_u log(Q^c_u / p^c_u)``, averaged over the batch.
+    """docs/method.md §4 constrain-to-boundary loss: ``(1/n) Σ_u Σ_c Q^c_u log(Q^c_u / p^c_u)``, averaged over the batch.
 
     ``Q = crf_probs`` (the CRF of the image at the output grid and ``p``) is a constant: it is
     detached, so the gradient flows through ``p`` only. ``0 · log 0 = 0`` (the CRF sets the planes of

@@ -1,4 +1,4 @@
-"""Segmenters: DeepLab-LargeFOV (VGG-16, SPEC §4) and DeepLabV3+ (segmentation_models_pytorch).
+"""Segmenters: DeepLab-LargeFOV (VGG-16, docs/method.md §4) and DeepLabV3+ (segmentation_models_pytorch).
 
 Both take a (B, 3, H, W) image normalised with the ImageNet mean/std and return (B, L, h, w)
 logits: LargeFOV at output stride 8 (a 321 px input gives 41×41), DeepLabV3+ at the input size
@@ -37,7 +37,7 @@ __all__ = ["SEGMENTERS", "CheckpointMismatch", "DeepLabLargeFOV", "build_segment
 
 # --------------------------------------------------------------------------- DeepLab-LargeFOV
 class DeepLabLargeFOV(nn.Module):
-    """DeepLab-LargeFOV (Chen et al. 2015) as SEC uses it (SPEC §4).
+    """DeepLab-LargeFOV (Chen et al. 2015) as SEC uses it (docs/method.md §4).
 
     ``features`` has the 31 modules of torchvision's ``vgg16().features`` at the same indices (so a
     torchvision VGG-16 state dict loads into it as is), with DeepLab's pooling: pool1-3 3×3 stride 2

@@ -1,6 +1,6 @@
 """Stage 3 prediction: multi-scale + flip class probabilities, dense-CRF refinement, palette PNGs.
 
-For each image (SPEC §5, §7):
+For each image (docs/method.md §5, §7):
 
 1. the whole image is resized to ``round(input_size · s)`` square for each scale ``s`` (training
    resizes the whole image to ``input_size`` square, with the same PIL bilinear filter), normalised
@@ -9,9 +9,9 @@ For each image (SPEC §5, §7):
 2. the logits are upsampled bilinearly to the image size, soft-maxed, the flipped pass flipped
    back, and all passes averaged: ``p`` (L, H, W);
 3. ``OUT/pred/<id>.png`` is ``argmax p`` (no CRF); ``OUT/pred_crf/<id>.png`` the argmax of the
-   dense CRF (SPEC §5 parameters, scale 1, full resolution) of ``p`` and the image.
+   dense CRF (docs/method.md §5 parameters, scale 1, full resolution) of ``p`` and the image.
 
-The CRF runs over the labels present only (SPEC §5). At test time there are no image-level
+The CRF runs over the labels present only (docs/method.md §5). At test time there are no image-level
 labels, so "present" means: background plus every label that wins at least one pixel of the
 un-refined argmax (the CRF can then only remove a label or move its boundaries, not invent one).
 An image whose argmax holds a single label keeps it everywhere (a one-label CRF is the identity).

@@ -1,4 +1,4 @@
-"""Writing a PASCAL VOC 2012 test-server submission (SPEC §7); its layout and reading it are in
+"""Writing a PASCAL VOC 2012 test-server submission (docs/method.md §7); its layout and reading it are in
 :mod:`eval.submission`.
 
 :func:`write_submission` checks every prediction first (errors name the file and what was

@@ -1,4 +1,4 @@
-"""Stage 3: train a segmenter from SEC cues (seed, expand, constrain; SPEC §4) or from ground-truth
+"""Stage 3: train a segmenter from SEC cues (seed, expand, constrain; docs/method.md §4) or from ground-truth
 masks (``supervision="full"``, the fully-supervised reference).
 
 Iteration-based, readable top to bottom: the run's identity (config hash) and any checkpoint in
@@ -154,10 +154,10 @@ def crf_train_labels(labels: Tensor, mode: str) -> list[list[int] | None]:
 
 
 def sec_losses(logits: Tensor, batch: dict[str, Any], cfg: SegmentConfig, pool: CRFPool) -> dict[str, Tensor]:
-    """The three SEC terms of a batch (SPEC §4) and their weighted sum ``loss``.
+    """The three SEC terms of a batch (docs/method.md §4) and their weighted sum ``loss``.
 
     ``logits`` (B, L, h, w) are resized bilinearly to the cue grid (g, g) when (h, w) differs.
-    The constrain term's ``Q`` is the CRF (SPEC §5, shrink factor ``crf_train_scale``) of
+    The constrain term's ``Q`` is the CRF (docs/method.md §5, shrink factor ``crf_train_scale``) of
     ``batch["small_image"]`` with the detached probabilities, over all labels (floored at 1e-4 and
     renormalised, as SEC) or the labels present in each image (``crf_train_labels``); it runs in
     ``pool`` while the other two terms are formed.

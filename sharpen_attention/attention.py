@@ -1,4 +1,4 @@
-"""Class attention maps (SPEC §1): Grad-CAM (Eq. 1), Grad-CAM++ and channel-weighted attention (Eq. 2).
+"""Class attention maps (docs/method.md §1): Grad-CAM (Eq. 1), Grad-CAM++ and channel-weighted attention (Eq. 2).
 
 For a layer with activations ``A`` (B, K, H, W) and class scores ``y^c`` (the logits), the
 gradients ``g^c = ∂y^c/∂A`` of every requested class come from one forward pass and one batched
@@ -6,7 +6,7 @@ vector–Jacobian product (``torch.vmap`` over ``torch.autograd.grad`` with one-
 never one backward pass per class. For a torchvision ResNet and its last layer (global average pooling + linear
 head) ``g^c_kij = W[c, k] / Z`` exactly, so no backward pass is needed there at all.
 
-Each mechanism turns ``g`` into channel weights ``α^c_k`` (SPEC §1 table) and the map is
+Each mechanism turns ``g`` into channel weights ``α^c_k`` (docs/method.md §1 table) and the map is
 ``M^c = ReLU(Σ_k α^c_k A_k)``. With ``create_graph=True`` the maps are differentiable w.r.t. the
 network's parameters through both ``A`` and ``α`` (what the ICASC losses train on).
 
@@ -62,7 +62,7 @@ def gradcampp_weights(acts: Tensor, grads: Tensor, eps: float = 0.0) -> Tensor:
     """Grad-CAM++ weights: ``α^c_k = Σ_ij a^c_kij ReLU(g^c_kij)``, ``a = g² / (2g² + Σ_ab A_kab g³)``.
 
     ``acts`` (B, K, H, W) broadcasts against ``grads`` (B, C, K, H, W) (or has its shape); returns
-    (B, C, K). ``a`` is 0 where ``g = 0`` (SPEC §1). With ``eps = 0`` the ratio is evaluated as
+    (B, C, K). ``a`` is 0 where ``g = 0`` (docs/method.md §1). With ``eps = 0`` the ratio is evaluated as
     ``1 / (2 + Σ A · g)`` for ``g > 0`` (equal, and safe from underflow of ``g³``); ``eps > 0`` adds
     ``eps`` to the denominator as pytorch-grad-cam does (it uses 1e-6).
     """
@@ -87,7 +87,7 @@ def weighted_map(acts: Tensor, weights: Tensor) -> Tensor:
 
 
 def max_normalize(maps: Tensor, eps: float = NORM_EPS) -> Tensor:
-    """``M / (max M + ε)`` per image and class (SPEC §1), over the last two dimensions."""
+    """``M / (max M + ε)`` per image and class (docs/method.md §1), over the last two dimensions."""
     return maps / (maps.amax(dim=(-2, -1), keepdim=True) + eps)
 
 
@@ -114,7 +114,7 @@ def _numbered_stages(module: nn.Module) -> list[str]:
 
 
 def default_layers(model: nn.Module) -> dict[str, str]:
-    """Module names of the "last" and "inner" layers (SPEC §1) of a ResNet or VGG.
+    """Module names of the "last" and "inner" layers (docs/method.md §1) of a ResNet or VGG.
 
     ResNet (torchvision, or any net with ``layer1..layerN`` stages and a linear head):
     ``layerN`` / ``layerN-1`` outputs. VGG: the ReLU after the last conv before the last pool
@@ -269,11 +269,11 @@ class AttentionResult:
 
 
 class AttentionExtractor:
-    """Class attention maps of ``model`` at ``layers`` (SPEC §1), all requested classes per call.
+    """Class attention maps of ``model`` at ``layers`` (docs/method.md §1), all requested classes per call.
 
     Args:
         model: a CNN returning logits (B, N). Its mode (train/eval) is used as is and left alone.
-        layers: "last", "inner" (SPEC §1 defaults for ResNet and VGG) or module names.
+        layers: "last", "inner" (docs/method.md §1 defaults for ResNet and VGG) or module names.
         mechanism: one of ``MECHANISMS`` (native) or ``ADAPTER_MECHANISMS`` (pytorch-grad-cam).
         closed_form: use ``g^c = W[c]/Z`` at a torchvision ResNet's ``layer4`` (None: where it holds).
         vjp: how the gradients of all classes are computed from the one forward pass: "vmap"
@@ -282,7 +282,7 @@ class AttentionExtractor:
             legacy vmap loops over classes inside convolution and batch-norm backward) or "loop"
             (one ``autograd.grad`` per class over the same graph; the baseline).
         class_chunk: at most this many classes per batched VJP (bounds memory for many classes).
-        gradcampp_eps: the ε in Grad-CAM++'s denominator (0 per SPEC; pytorch-grad-cam uses 1e-6).
+        gradcampp_eps: the ε in Grad-CAM++'s denominator (0 per docs/method.md §1; pytorch-grad-cam uses 1e-6).
 
     Use as a context manager (hooks stay registered inside it and are removed on exit, also on
     errors), or call directly (hooks are registered for the call only).
@@ -387,10 +387,10 @@ class AttentionExtractor:
                 (e.g. ground truth plus the most confusing class).
             create_graph: differentiable maps (and logits) for a training loss; otherwise detached.
             weight_grad: with ``create_graph``, the maps are differentiable through the channel
-                weights ``α`` too (SPEC §1, the paper's gradient: a second-order backward through
+                weights ``α`` too (docs/method.md §1, the paper's gradient: a second-order backward through
                 the layers above); False treats ``α`` as constants, so the gradient flows through
                 the activations ``A`` only (no double backward: faster, not the paper's gradient).
-            normalize: divide each map by its maximum plus ``eps`` (SPEC §1).
+            normalize: divide each map by its maximum plus ``eps`` (docs/method.md §1).
             size: None (feature resolution), "input" (the images' size) or (h, w); bilinear.
         """
         self._check_images(images)
@@ -484,7 +484,7 @@ class AttentionExtractor:
 
     @staticmethod
     def _closed_form_grads(fc: nn.Linear, acts: Tensor, idx: Tensor, create_graph: bool) -> Tensor:
-        """GAP + linear head: ``g^c_kij = W[c, k] / Z`` (SPEC §1), expanded to (B, C, K, H, W)."""
+        """GAP + linear head: ``g^c_kij = W[c, k] / Z`` (docs/method.md §1), expanded to (B, C, K, H, W)."""
         weight = fc.weight if create_graph else fc.weight.detach()
         b, k, h, w = acts.shape
         g = weight[idx.clamp(min=0)] / (h * w)  # (B, C, K)

@@ -41,7 +41,7 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    """[data]: the dataset and how images are prepared (SPEC §7)."""
+    """[data]: the dataset and how images are prepared (docs/method.md §7)."""
 
     root: str = "builtin_data"
     builtin: bool = False  # build the built-in dataset at `root` when it is missing
@@ -62,7 +62,7 @@ class DataConfig:
 
 @dataclass
 class ClassifyConfig:
-    """[classify]: classifier training, plain or ICASC (SPEC §2-3)."""
+    """[classify]: classifier training, plain or ICASC (docs/method.md §2-3)."""
 
     arch: str = "resnet18"  # resnet18 | resnet50 | resnet101 | vgg19
     output_stride: int = 32  # 32 | 16 | 8: the last stages dilated instead of strided (classify/models.py)
@@ -98,7 +98,7 @@ class ClassifyConfig:
     weight_as_last: float = 1.0
     weight_ac: float = 1.0
     target_region_grad: bool = False
-    attention_weight_grad: bool = True  # ICASC maps differentiable through α too (SPEC §1); false: through A only
+    attention_weight_grad: bool = True  # ICASC maps differentiable through α too (docs/method.md §1); false: through A only
     amp: bool = True
     channels_last: bool = True
     freeze_bn: bool = False  # BatchNorm in eval mode (running statistics), e.g. to fine-tune with small batches
@@ -107,7 +107,7 @@ class ClassifyConfig:
 
 @dataclass
 class CuesConfig:
-    """[cues]: attention extraction and SEC localization cues (SPEC §4, §6)."""
+    """[cues]: attention extraction and SEC localization cues (docs/method.md §4, §6)."""
 
     scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
     flip: bool = True
@@ -116,7 +116,7 @@ class CuesConfig:
     bg_fraction: float = 0.1
     storage: str = "float16"  # "float16" | "uint8"
     batch_size: int = 8
-    # attention layer: "last" | "inner" | a module name (SPEC §1; inner = ResNet layer3 / VGG-19 conv4_4). At a
+    # attention layer: "last" | "inner" | a module name (docs/method.md §1; inner = ResNet layer3 / VGG-19 conv4_4). At a
     # ResNet's last layer (GAP + linear head) g^c = W[c]/Z everywhere: Grad-CAM = CAM and Grad-CAM++ = channel-
     # weighted up to a per-channel scale; the mechanisms differ only at an inner layer or on VGG-19's conv5_4.
     layer: str = "last"
@@ -129,7 +129,7 @@ class CuesConfig:
 
 @dataclass
 class SegmentConfig:
-    """[segment]: SEC training of the segmenter, CRF and prediction (SPEC §4-5)."""
+    """[segment]: SEC training of the segmenter, CRF and prediction (docs/method.md §4-5)."""
 
     model: str = "deeplab-largefov"  # "deeplab-largefov" | "deeplabv3plus"
     encoder: str = "resnet50"  # for deeplabv3plus
@@ -164,10 +164,10 @@ class SegmentConfig:
     predict_crf: str = "both"  # "on" | "off" | "both": write CRF-refined predictions, plain ones, or both
     amp: bool = True
     supervision: str = "sec"  # "sec" (from cues) | "full" (cross-entropy on ground-truth masks, the upper bound)
-    seed_weight: float = 1.0  # SEC loss weights (SPEC §4: unit weights)
+    seed_weight: float = 1.0  # SEC loss weights (docs/method.md §4: unit weights)
     expand_weight: float = 1.0
     constrain_weight: float = 1.0
-    crf_train_scale: float = 12.0  # s of SPEC §5 for the constrain loss's CRF (12 for 321 px -> 41x41)
+    crf_train_scale: float = 12.0  # s of docs/method.md §5 for the constrain loss's CRF (12 for 321 px -> 41x41)
     crf_train_labels: str = "all"  # constrain loss's CRF over "all" labels, floored at 1e-4 (SEC) | "present" ones
     checkpoint_every: int = 200  # iterations between atomic checkpoints (and one at the end)
     flip: bool = True  # random horizontal flip in training
@@ -175,7 +175,7 @@ class SegmentConfig:
 
 @dataclass
 class EvalConfig:
-    """[eval]: metric settings (SPEC §6)."""
+    """[eval]: metric settings (docs/method.md §6)."""
 
     tau_min: float = 0.05
     tau_max: float = 0.95  # wide enough that the best τ lies inside (a best τ at an edge is flagged)

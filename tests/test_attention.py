@@ -1,4 +1,4 @@
-"""Attention maps (SPEC §1): known answers, agreement with pytorch-grad-cam, one pass = per-class loop,
+"""Attention maps (docs/method.md §1): known answers, agreement with pytorch-grad-cam, one pass = per-class loop,
 differentiability (gradcheck), hygiene (hooks, mode, .grad, memory) and bad-input errors."""
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def test_matches_pytorch_grad_cam(arch: str, mechanism: str, request: pytest.Fix
     model = request.getfixturevalue(arch)
     cam_class = pgc.GradCAM if mechanism == "gradcam" else pgc.GradCAMPlusPlus
     classes = torch.tensor([[3, 11], [7, 0]])
-    # pytorch-grad-cam puts 1e-6 in Grad-CAM++'s denominator; SPEC has none: compare like for like
+    # pytorch-grad-cam puts 1e-6 in Grad-CAM++'s denominator; docs/method.md has none: compare like for like
     # layers in forward order: pytorch-grad-cam lists activations in the order the layers run
     ours = attention_maps(model, images, classes=classes, layers=("inner", "last"), mechanism=mechanism,
                           normalize=False, gradcampp_eps=1e-6)
@@ -567,7 +567,7 @@ def _two_stage() -> tuple[_TwoStage, torch.Tensor, torch.Tensor, torch.Tensor, t
 
 
 def test_last_layer_of_gap_linear_head_gradcam_is_cam_and_gradcampp_is_channel_rescaled() -> None:
-    """SPEC §1 "Layers": at the last layer of a GAP + linear model g^c_kij = W[c,k]/Z everywhere, so Grad-CAM
+    """docs/method.md §1 "Layers": at the last layer of a GAP + linear model g^c_kij = W[c,k]/Z everywhere, so Grad-CAM
     is CAM (divided by Z), and Grad-CAM++'s weights are the channel-weighted ones times the per-channel factor
     Z/(2 + S_k·W[c,k]/Z), S_k = Σ_ij A_kij: written out by hand here."""
     model, u, v, w, x = _two_stage()

@@ -24,8 +24,8 @@ def test_defaults_follow_spec():
     assert (cfg.classify.sigma, cfg.classify.omega, cfg.classify.theta) == (0.55, 100.0, 0.8)
     assert (cfg.segment.decay_fg, cfg.segment.decay_bg) == (0.996, 0.999)
     assert cfg.cues.fg_threshold == 0.2 and cfg.cues.bg_fraction == 0.1
-    assert (cfg.eval.tau_min, cfg.eval.tau_max, cfg.eval.tau_step) == (0.05, 0.95, 0.01)  # wider than SPEC §6
-    assert cfg.segment.crf_train_labels == "all"  # SEC's reference code (SPEC §5)
+    assert (cfg.eval.tau_min, cfg.eval.tau_max, cfg.eval.tau_step) == (0.05, 0.95, 0.01)  # wider than docs/method.md §6
+    assert cfg.segment.crf_train_labels == "all"  # SEC's reference code (docs/method.md §5)
 
 
 def test_unknown_key_names_key_and_file(tmp_path):

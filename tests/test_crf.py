@@ -1,4 +1,4 @@
-"""Dense CRF wrapper and pool (SPEC §5): region recovery, label selection, pool == inline, errors."""
+"""Dense CRF wrapper and pool (docs/method.md §5): region recovery, label selection, pool == inline, errors."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ from pipeline.cli import main
 from sharpen_core.config import load_config
 
 
-# --------------------------------------------------------------------------- cue rules (SPEC §4)
+# --------------------------------------------------------------------------- cue rules (docs/method.md §4)
 
 def test_foreground_cues_threshold_and_overlap():
     a = np.array([[1.0, 0.5, 0.2, 0.0],
@@ -112,7 +112,7 @@ def test_cues_on_grid_and_nearest_resize():
     assert nearest_resize(labels, (4, 6)).tolist() == [[0, 0, 1, 1, 2, 2]] * 2 + [[3, 3, 4, 4, 5, 5]] * 2
 
 
-# --------------------------------------------------------------------------- pseudo-labels and the τ-sweep (SPEC §6)
+# --------------------------------------------------------------------------- pseudo-labels and the τ-sweep (docs/method.md §6)
 
 def test_pseudo_label_ties():
     maps = np.array([[[0.3, 0.5, 0.8, 0.1]], [[0.2, 0.5, 0.9, 0.3]]], dtype=np.float32)

@@ -1,4 +1,4 @@
-"""SEC losses (SPEC §4): known answers and finite-difference gradients."""
+"""SEC losses (docs/method.md §4): known answers and finite-difference gradients."""
 
 from __future__ import annotations
 
