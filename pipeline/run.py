@@ -87,8 +87,14 @@ def _reset_peak() -> bool:
 
 
 def stage_hash(cfg: Config, stage: str) -> str:
-    """Hash of everything ``stage``'s outputs depend on: its config part and every earlier stage's."""
-    return fingerprint(config_part(cfg, [f"run.{name}" for name in STAGES[: STAGES.index(stage) + 1]]))
+    """Hash of everything ``stage``'s outputs depend on: its config part and every earlier stage's, and
+    the built-in generator's version when the run builds its data (a folder of another version is rebuilt)."""
+    part = config_part(cfg, [f"run.{name}" for name in STAGES[: STAGES.index(stage) + 1]])
+    if cfg.data.builtin:
+        from data.builtin import GENERATOR_VERSION
+
+        part["data.builtin_generator_version"] = GENERATOR_VERSION
+    return fingerprint(part)
 
 
 def check_run_config(cfg: Config) -> None:

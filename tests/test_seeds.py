@@ -15,8 +15,8 @@ from pipeline.report import ROW_FIELDS
 pytestmark = pytest.mark.slow
 
 
-def test_two_seeds_aggregate_the_per_seed_reports(tmp_path):
-    run_dir, data_root = tmp_path / "run", tmp_path / "data"
+def test_two_seeds_aggregate_the_per_seed_reports(builtin_small, tmp_path):
+    run_dir, data_root = tmp_path / "run", builtin_small[0]  # the session's dataset, built once
     cue_sets = '["baseline:gradcam", "baseline:gradcampp", "baseline:channel", "baseline:layercam", "icasc:channel"]'
     assert main(["run", "--config", "configs/quick.toml", "--run-dir", str(run_dir), "--quiet", "--device", "cpu",
                  "--seeds", "2", "--set", f"data.root={data_root}", "--set", 'classify.variants=["baseline", "icasc"]',
