@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# One torch thread in the tests and in every process they start (set before torch is imported; a user's
+# own OMP_NUM_THREADS is kept): the workloads are tiny, and processes side by side with two spinning
+# OpenMP threads each on a 2-core machine slow each other many times over.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from pathlib import Path
 
 import numpy as np
