@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -500,7 +501,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# OpenMP threads that find no work spin this many times before they sleep (GNU OpenMP, which torch uses on
+# Linux; its default spins far longer). Measured on the 2-core machine, ResNet-18 training steps at 64 px,
+# batch 32, 2 threads: quiet 147 img/s (default) vs 134 (1000); with another process busy on one core 28 vs 78.
+# A user's own GOMP_SPINCOUNT or OMP_WAIT_POLICY is kept.
+GOMP_SPINCOUNT_DEFAULT = "1000"
+
+
+def _calm_openmp() -> None:
+    """Shorter OpenMP spin-waiting, set before torch is first imported (it has no effect after)."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", GOMP_SPINCOUNT_DEFAULT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _calm_openmp()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
