@@ -8,7 +8,8 @@ Stages (``STAGES``), each a plain function below, readable top to bottom:
 3. ``cues``: for each cue set ``"<variant>:<mechanism>"`` (``run.cue_sets``), extract the maps of
    the training split, turn them into SEC cues, and score them (τ sweep, seed precision/recall)
    on ``eval.cue_split``.
-4. ``segment``: one segmenter per cue set from its SEC cues, plus the fully-supervised reference.
+4. ``segment``: one segmenter per cue set of ``run.segment_cue_sets`` (default: every cue set) from
+   its SEC cues, plus the fully-supervised reference; the other cue sets are scored as cues only.
 5. ``predict``: every segmenter on the val split without and with the dense CRF (scored), and a
    test-split submission of the best weakly-supervised one (scored against held-back masks when
    the dataset has them, as the built-in one does).
@@ -121,6 +122,12 @@ def check_run_config(cfg: Config) -> None:
             check_mechanism(mechanism)
         except ValueError as e:
             raise ConfigError(f"{cfg.source}: run.cue_sets entry {entry!r}: {e}") from None
+    segmented = cfg.run.segment_cue_sets
+    if segmented != ["all"]:
+        for entry in segmented:
+            if entry not in cfg.run.cue_sets:
+                raise ConfigError(f"{cfg.source}: run.segment_cue_sets entry {entry!r} is not one of run.cue_sets "
+                                  f"({', '.join(cfg.run.cue_sets)}); list cue sets from there, or [\"all\"]")
     for variant in cfg.classify.variants:
         if variant not in VARIANTS:
             raise ConfigError(f"{cfg.source}: classify.variants names an unknown variant {variant!r}; "
@@ -148,6 +155,12 @@ def _check_cue_layer(cfg: Config) -> None:
 def cue_sets(cfg: Config) -> list[tuple[str, str]]:
     """``run.cue_sets`` as (classifier variant, mechanism) pairs."""
     return [tuple(entry.split(":")) for entry in cfg.run.cue_sets]  # type: ignore[misc]
+
+
+def segmented_cue_sets(cfg: Config) -> list[tuple[str, str]]:
+    """The cue sets of ``run.segment_cue_sets`` (every cue set for ``["all"]``), in ``run.cue_sets`` order."""
+    chosen = cfg.run.segment_cue_sets
+    return [(v, m) for v, m in cue_sets(cfg) if chosen == ["all"] or f"{v}:{m}" in chosen]
 
 
 def cue_split(cfg: Config) -> str:
@@ -244,14 +257,14 @@ def run_cues_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dic
 def _segmenters(cfg: Config, layout: RunLayout) -> list[tuple[str, Path | None, str]]:
     """(name, cue folder or None, supervision) of every segmenter the run trains."""
     out: list[tuple[str, Path | None, str]] = [
-        (segmenter_name(v, m), layout.cues(v, m, cfg.data.train_split), "sec") for v, m in cue_sets(cfg)]
+        (segmenter_name(v, m), layout.cues(v, m, cfg.data.train_split), "sec") for v, m in segmented_cue_sets(cfg)]
     if cfg.run.full_supervision:
         out.append((FULL_SUPERVISION, None, "full"))
     return out
 
 
 def run_segment_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
-    """Train one segmenter per cue set, and the fully-supervised reference."""
+    """Train one segmenter per cue set of ``run.segment_cue_sets``, and the fully-supervised reference."""
     from segment.train import train_segmenter
 
     outputs = {}

@@ -35,6 +35,9 @@ class RunConfig:
     stages: list[str] = field(default_factory=lambda: ["data", "classify", "cues", "segment", "predict", "report"])
     cue_sets: list[str] = field(default_factory=lambda: ["baseline:gradcam", "baseline:gradcampp",
                                                          "baseline:channel", "icasc:channel"])
+    # the cue sets that also get a SEC segmenter (and its prediction); the others are scored as cues only
+    # (tau sweep, seed precision/recall). ["all"]: every entry of cue_sets.
+    segment_cue_sets: list[str] = field(default_factory=lambda: ["all"])
     full_supervision: bool = True  # also train the fully-supervised reference segmenter
     submission: bool = True  # write (and, for the built-in dataset, score) a test-split submission of the best one
 

@@ -30,7 +30,7 @@ DEPENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "run.data": (("data",), ()),
     "run.classify": (("classify", "run.seed"), ()),
     "run.cues": (("cues", "eval", "run.cue_sets"), ()),
-    "run.segment": (("segment", "run.full_supervision"), ()),
+    "run.segment": (("segment", "run.full_supervision", "run.segment_cue_sets"), ()),
     "run.predict": (("run.submission",), ()),
     "run.report": ((), ()),
 }
