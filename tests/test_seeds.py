@@ -18,9 +18,11 @@ pytestmark = pytest.mark.slow
 def test_two_seeds_aggregate_the_per_seed_reports(builtin_small, tmp_path):
     run_dir, data_root = tmp_path / "run", builtin_small[0]  # the session's dataset, built once
     cue_sets = '["baseline:gradcam", "baseline:gradcampp", "baseline:channel", "baseline:layercam", "icasc:channel"]'
+    segmented = '["baseline:gradcam", "baseline:gradcampp", "baseline:channel"]'  # what claim (a) compares
     assert main(["run", "--config", "configs/quick.toml", "--run-dir", str(run_dir), "--quiet", "--device", "cpu",
                  "--seeds", "2", "--set", f"data.root={data_root}", "--set", 'classify.variants=["baseline", "icasc"]',
-                 "--set", f"run.cue_sets={cue_sets}", "--set", "run.full_supervision=false",
+                 "--set", f"run.cue_sets={cue_sets}", "--set", f"run.segment_cue_sets={segmented}",
+                 "--set", "run.full_supervision=false",
                  "--set", "run.submission=false"]) == 0
     report = json.loads((run_dir / "report.json").read_text())
     per_seed = [json.loads((run_dir / f"seed-{s}" / "report.json").read_text()) for s in (0, 1)]
@@ -36,13 +38,21 @@ def test_two_seeds_aggregate_the_per_seed_reports(builtin_small, tmp_path):
         for f in ROW_FIELDS:
             values = [s[f] for s in seeds]
             assert row[f + "_values"] == values, (row["label"], f)
-            if any(v is None for v in values):  # the attention overlap of an adapter mechanism is not measured
-                assert f == "attention_overlap" and row["mechanism"] == "layercam" and row[f] is None
+            if any(v is None for v in values):
+                # the attention overlap of an adapter mechanism is not measured; cue sets scored as cues only
+                # (not in run.segment_cue_sets) have no segmenter
+                cue_only = row["mechanism"] == "layercam" or row["classifier"] == "icasc"
+                assert (f == "attention_overlap" and row["mechanism"] == "layercam"
+                        or f.startswith("seg_") and cue_only), (row["label"], f)
+                assert row[f] is None and all(v is None for v in values)
                 continue
             assert row[f] == pytest.approx(statistics.fmean(values), abs=1e-12), (row["label"], f)
             assert row[f + "_std"] == pytest.approx(statistics.stdev(values), abs=1e-12), (row["label"], f)
             differ += values[0] != values[1]
     assert differ > 0  # the seeds really ran with different seeds
+    for s in (0, 1):  # one segmenter per cue set of run.segment_cue_sets, none for the others
+        trained = sorted(p.name for p in (run_dir / f"seed-{s}" / "segment").iterdir() if p.is_dir())
+        assert trained == ["baseline-channel", "baseline-gradcam", "baseline-gradcampp"]
     # the claims, from the aggregated rows, with the per-seed values and the pooled sd of two seeds per side
     claims = report["claims"]
     assert claims["n_seeds"] == 2 and [c["claim"] for c in claims["items"]] == ["a", "b", "c"]

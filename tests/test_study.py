@@ -221,3 +221,25 @@ def test_cue_layer_is_checked_before_the_run(arch, layer, ok):
     else:
         with pytest.raises(ConfigError, match=f"quick.toml: cues.layer: unknown layer '{layer}'"):
             check_run_config(cfg)
+
+
+def test_segment_cue_sets_choose_the_segmenters_and_are_checked():
+    from sharpen_core.config import ConfigError
+    from sharpen_core.layout import RunLayout
+    from pipeline.run import _segmenters, check_run_config
+
+    sets = '["baseline:gradcam", "baseline:layercam", "icasc:channel"]'
+    cfg = load_config(ROOT / "configs" / "quick.toml", [f"run.cue_sets={sets}"])
+    check_run_config(cfg)  # default ["all"]: every cue set gets a segmenter
+    assert [s[0] for s in _segmenters(cfg, RunLayout("r"))] == ["baseline-gradcam", "baseline-layercam",
+                                                                "icasc-channel", "full"]
+    cfg = load_config(ROOT / "configs" / "quick.toml", [f"run.cue_sets={sets}",
+                                                         'run.segment_cue_sets=["icasc:channel", "baseline:gradcam"]'])
+    check_run_config(cfg)
+    assert [(n, s) for n, _, s in _segmenters(cfg, RunLayout("r"))] == [
+        ("baseline-gradcam", "sec"), ("icasc-channel", "sec"), ("full", "full")]  # in run.cue_sets order
+    cfg = load_config(ROOT / "configs" / "quick.toml", [f"run.cue_sets={sets}",
+                                                         'run.segment_cue_sets=["baseline:channel"]'])
+    with pytest.raises(ConfigError, match=r"quick.toml: run.segment_cue_sets entry 'baseline:channel' is not one "
+                                          r"of run.cue_sets \(baseline:gradcam, baseline:layercam, icasc:channel\)"):
+        check_run_config(cfg)
