@@ -224,4 +224,10 @@ def findings_markdown(report: dict[str, Any]) -> str:
                          f"{_fmt(m, c['gain'], signed=True)} (threshold {_fmt(m, c['threshold'])}): {c['verdict']}")
         if item["missing"]:
             lines.append(f"  - missing from the run: {'; '.join(item['missing'])}")
+    board = report.get("leaderboard")
+    if board:
+        from pipeline.leaderboard import leaderboard_markdown
+
+        lines += ["", f"Every cue set of the run ranked by its cues' pseudo-label mIoU (mean ± sd over seeds; "
+                      "seg mIoU+CRF only where a segmenter was trained):", "", leaderboard_markdown(board).rstrip("\n")]
     return "\n".join(lines) + "\n"

@@ -132,7 +132,7 @@ def test_update_readme_findings_from_a_synthetic_report(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     report = {"name": "study", "config_source": "configs/study.toml", "seeds": [0, 1, 2],
-              "claims": paper_claims(_study_rows(), 3)}
+              "claims": paper_claims(_study_rows(), 3), "leaderboard": leaderboard(_study_rows())}
     (run / "report.json").write_text(json.dumps(report))
     (run / "report.md").write_text("# Report: study\n")
     readme = tmp_path / "README.md"
@@ -147,6 +147,9 @@ def test_update_readme_findings_from_a_synthetic_report(tmp_path):
     assert "- **(c) ICASC's attention overlap" in text and ": holds.**" in text
     # the numbers as the report has them: channel 32.0 ± 2.0 vs gradcam 21.0 ± 1.0, Δ +11.0
     assert "baseline/channel 32.0 ± 2.0 vs baseline/gradcam 21.0 ± 1.0, Δ +11.0" in text
+    # and the leaderboard, ranked, with mean ± sd
+    assert leaderboard_markdown(report["leaderboard"]) in text
+    assert "| 1 | baseline | layercam |" in text and "| 2 | baseline | channel | native; channel weight = mean positive gradient (Eq. 2, ICASC) | 32.0 ± 2.0" in text
     assert json.loads((tmp_path / "results" / "study" / "report.json").read_text()) == report
     assert (tmp_path / "results" / "study" / "report.md").read_text() == "# Report: study\n"
     # a report without claims, and a README without markers: exit 2, one line
