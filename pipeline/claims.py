@@ -224,6 +224,19 @@ def findings_markdown(report: dict[str, Any]) -> str:
                          f"{_fmt(m, c['gain'], signed=True)} (threshold {_fmt(m, c['threshold'])}): {c['verdict']}")
         if item["missing"]:
             lines.append(f"  - missing from the run: {'; '.join(item['missing'])}")
+    full = _number(report.get("full_supervision_miou_crf"))
+    full = _number(report.get("full_supervision_miou")) if full is None else full
+    if full is not None:
+        crf = _number(report.get("full_supervision_miou_crf")) is not None
+        sd = _number(report.get("full_supervision_miou_crf_std" if crf else "full_supervision_miou_std"))
+        lines += ["", f"The same segmenter trained on the ground-truth masks (the fully supervised reference): "
+                      f"val mIoU{' with CRF' if crf else ''} {_fmt('seg_miou', full, sd)}."]
+    wall, peak = _number(report.get("total_wall_seconds")), _number(report.get("peak_rss_mib"))
+    if wall is not None:
+        h, rest = divmod(int(round(wall)), 3600)
+        lines += ["", f"The run's stages took {h}:{rest // 60:02d}:{rest % 60:02d} in all ({n} seed{'s' if n != 1 else ''})"
+                      + (f", peak resident memory {peak / 1024:.2f} GiB" if peak is not None else "")
+                      + " (the stage records; per stage in report.md)."]
     board = report.get("leaderboard")
     if board:
         from pipeline.leaderboard import leaderboard_markdown

@@ -48,13 +48,15 @@ def leaderboard(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                  "kind": mechanism_kind(r.get("mechanism"))}
         for f, _ in COLUMNS:
             entry[f], entry[f + "_std"] = _number(r.get(f)), _number(r.get(f + "_std"))
+        entry["cue_tau_at_edge"] = bool(r.get("cue_tau_at_edge"))
         entries.append((order, entry))
     entries.sort(key=lambda oe: (oe[1]["cue_miou"] is None, -(oe[1]["cue_miou"] or 0.0), oe[0]))
     return [{"rank": k, **e} for k, (_, e) in enumerate(entries, 1)]
 
 
 def leaderboard_markdown(board: Sequence[dict[str, Any]]) -> str:
-    """The leaderboard as a markdown table (percentages with 1 decimal, τ with 2, ``± sd`` over seeds)."""
+    """The leaderboard as a markdown table (percentages with 1 decimal, τ with 2, ``± sd`` over seeds; ⚠: the
+    best τ at an edge of the sweep, with a note under the table)."""
     if not board:
         return "No cue sets in this run.\n"
     lines = ["| rank | classifier | mechanism | kind | " + " | ".join(t for _, t in COLUMNS) + " |",
@@ -65,7 +67,11 @@ def leaderboard_markdown(board: Sequence[dict[str, Any]]) -> str:
             v, s = e.get(f), e.get(f + "_std")
             scale, digits = (1.0, 2) if f == "cue_best_tau" else (100.0, 1)
             cells.append("–" if v is None else f"{scale * v:.{digits}f}" + (f" ± {scale * s:.{digits}f}"
-                                                                            if s is not None else ""))
+                                                                            if s is not None else "")
+                         + (" ⚠" if f == "cue_best_tau" and e.get("cue_tau_at_edge") else ""))
         head = f"| {e['rank']} | {e['classifier']} | {e['mechanism']} | {e['kind']} | "
         lines.append(head + " | ".join(cells) + " |")
+    if any(e.get("cue_tau_at_edge") for e in board):
+        lines += ["", "⚠ best τ at an edge of the τ sweep (`eval.tau_min`..`eval.tau_max`) in at least one seed: "
+                      "these maps' best τ may lie outside it."]
     return "\n".join(lines) + "\n"

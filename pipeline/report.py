@@ -208,6 +208,18 @@ def aggregate(summary: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, 
     return rows, reference, notes
 
 
+def _run_totals(summary: dict[str, Any]) -> dict[str, Any]:
+    """The whole run's wall time (summed over seeds) and peak RSS (the largest over seeds), with the per-seed
+    values; one seed: its own."""
+    runs = list(summary.get("per_seed") or [summary])
+    walls = [float(r["total_wall_seconds"]) if _is_number(r.get("total_wall_seconds")) else None for r in runs]
+    peaks = [float(r["peak_rss_mib"]) if _is_number(r.get("peak_rss_mib")) else None for r in runs]
+    known_walls, known_peaks = [w for w in walls if w is not None], [p for p in peaks if p is not None]
+    return {"total_wall_seconds": sum(known_walls) if known_walls else None,
+            "total_wall_seconds_values": walls,
+            "peak_rss_mib": max(known_peaks) if known_peaks else None, "peak_rss_mib_values": peaks}
+
+
 def aggregate_stages(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per stage: status, and wall time and peak RSS (mean, ``_std``, ``_values`` over seeds)."""
     runs = list(summary.get("per_seed") or [summary])
@@ -378,7 +390,9 @@ def stages_table_markdown(report: dict[str, Any]) -> str:
         wall = _seconds(st.get("wall_seconds"), st.get("wall_seconds_std"))
         rss = _seconds(st.get("peak_rss_mib"), st.get("peak_rss_mib_std"))
         lines.append(f"| {name} | {st.get('status') or DASH} | {wall} | {_hms(st.get('wall_seconds'))} | {rss} |")
-    lines.append(f"| **total** | | {_seconds(report.get('total_wall_seconds'), None)} | "
+    n = int(report.get("n_seeds") or 1)
+    total = "**total**" if n == 1 else f"**total, {n} seeds** (wall summed, peak the largest)"
+    lines.append(f"| {total} | | {_seconds(report.get('total_wall_seconds'), None)} | "
                  f"{_hms(report.get('total_wall_seconds'))} | {_seconds(report.get('peak_rss_mib'), None)} |")
     return "\n".join(lines) + "\n"
 
@@ -569,8 +583,7 @@ def build_report(summary: dict[str, Any]) -> dict[str, Any]:
         "claims": paper_claims(rows, n_seeds),
         "leaderboard": leaderboard(rows),
         "stages": aggregate_stages(summary),
-        "total_wall_seconds": summary.get("total_wall_seconds"),
-        "peak_rss_mib": summary.get("peak_rss_mib"),
+        **_run_totals(summary),
         "submission": summary.get("submission"),
         "config": summary.get("config"),
         "classifiers": aggregate_classifiers(summary),

@@ -5,7 +5,8 @@
 Reads RUN_DIR/report.json (from `sharpen run --config configs/study.toml --seeds 3`), writes one bullet
 per claim of the paper (its verdict, and each comparison's mean ± sd over seeds, gain and threshold;
 pipeline/claims.py) between `<!-- findings:begin -->` and `<!-- findings:end -->` in the README, and
-copies report.json and report.md to the results folder so the README's numbers can be checked there.
+copies report.json, report.md and the figures it shows to the results folder so the README's numbers can be
+checked there.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ def update_findings(run_dir: Path, readme: Path, results: Path) -> str:
         source = run_dir / name
         if source.is_file():
             write_bytes_atomic(results / name, source.read_bytes())
+    figures = run_dir / "figures"  # what report.md links to, so the copy reads as the original does
+    if figures.is_dir():
+        for source in sorted(figures.iterdir()):
+            if source.is_file() and source.suffix in (".png", ".pdf", ".csv"):
+                write_bytes_atomic(results / "figures" / source.name, source.read_bytes())
     return block
 
 

@@ -185,6 +185,7 @@ def test_multi_seed_mean_and_std(tmp_path):
     seed1 = _summary(rows=[_row("baseline", "gradcam", 0.60)], full_supervision_miou=0.72,
                      full_supervision_miou_crf=0.85)
     seed1["stages"]["classify"]["wall_seconds"] = 135.0
+    seed1.update(total_wall_seconds=138.5, peak_rss_mib=1000.0)
     summary = copy.deepcopy(seed0)
     summary.update(seeds=[0, 1], per_seed=[seed0, seed1])
     report = write_report(tmp_path, summary, show_grid=False)
@@ -213,7 +214,11 @@ def test_multi_seed_mean_and_std(tmp_path):
     assert report["full_supervision_miou_crf_values"] == [0.75, 0.85]
     st = report["stages"]["classify"]
     assert st["wall_seconds"] == pytest.approx(130.0) and st["wall_seconds_std"] == pytest.approx(math.sqrt(50))
+    # the whole run: wall summed over the seeds, peak the largest (not the first seed's)
+    assert report["total_wall_seconds"] == pytest.approx(128.5 + 138.5) and report["peak_rss_mib"] == 1000.0
+    assert report["total_wall_seconds_values"] == [128.5, 138.5] and report["peak_rss_mib_values"] == [900.5, 1000.0]
     md = (tmp_path / "report.md").read_text()
+    assert "| **total, 2 seeds** (wall summed, peak the largest) | | 267.0 | 0:04:27 | 1000.0 |" in md
     line = _table_lines(main_table_markdown(report))[1]
     assert "| 50.0 ± 14.1 |" in line and "| 0.951 ± 0.000 |" in line
     assert "val mIoU 71.0 ± 1.4" in md and "2 seeds" in md

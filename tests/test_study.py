@@ -126,15 +126,31 @@ def test_leaderboard_puts_rows_without_cues_last():
     assert [e["mechanism"] for e in leaderboard(rows)] == ["gradcam", "eigencam"]
 
 
+def test_leaderboard_marks_a_best_tau_at_the_sweep_edge():
+    rows = [{"classifier": "b", "mechanism": "gradcam", "cue_miou": 0.2, "cue_best_tau": 0.3},
+            {"classifier": "b", "mechanism": "eigencam", "cue_miou": 0.1, "cue_best_tau": 0.05,
+             "cue_best_tau_std": 0.0, "cue_tau_at_edge": True}]
+    md = leaderboard_markdown(leaderboard(rows))
+    assert "| 1 | b | gradcam | native; channel weight = mean gradient (Eq. 1) | 20.0 | 0.30 | – | – | – |" in md
+    assert "| 5.00 ± 0.00 |" not in md and "| 10.0 | 0.05 ± 0.00 ⚠ |" in md
+    assert "⚠ best τ at an edge of the τ sweep" in md
+    assert "⚠" not in leaderboard_markdown(leaderboard(rows[:1]))
+
+
 # --------------------------------------------------------------------------- README findings
 
 def test_update_readme_findings_from_a_synthetic_report(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     report = {"name": "study", "config_source": "configs/study.toml", "seeds": [0, 1, 2],
-              "claims": paper_claims(_study_rows(), 3), "leaderboard": leaderboard(_study_rows())}
+              "claims": paper_claims(_study_rows(), 3), "leaderboard": leaderboard(_study_rows()),
+              "full_supervision_miou": 0.40, "full_supervision_miou_crf": 0.45, "full_supervision_miou_crf_std": 0.01,
+              "total_wall_seconds": 4530.4, "peak_rss_mib": 1903.0}
     (run / "report.json").write_text(json.dumps(report))
     (run / "report.md").write_text("# Report: study\n")
+    (run / "figures").mkdir()
+    (run / "figures" / "tau_curves.png").write_bytes(b"\x89PNG fake")
+    (run / "figures" / "notes.tmp").write_text("not a figure")
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- findings:begin -->\nSTALE TEXT\n<!-- findings:end -->\ntail\n")
     script = ROOT / "scripts" / "update_readme_findings.py"
@@ -147,11 +163,15 @@ def test_update_readme_findings_from_a_synthetic_report(tmp_path):
     assert "- **(c) ICASC's attention overlap" in text and ": holds.**" in text
     # the numbers as the report has them: channel 32.0 ± 2.0 vs gradcam 21.0 ± 1.0, Δ +11.0
     assert "baseline/channel 32.0 ± 2.0 vs baseline/gradcam 21.0 ± 1.0, Δ +11.0" in text
+    assert "fully supervised reference): val mIoU with CRF 45.0 ± 1.0." in text
+    assert "The run's stages took 1:15:30 in all (3 seeds), peak resident memory 1.86 GiB" in text
     # and the leaderboard, ranked, with mean ± sd
     assert leaderboard_markdown(report["leaderboard"]) in text
     assert "| 1 | baseline | layercam |" in text and "| 2 | baseline | channel | native; channel weight = mean positive gradient (Eq. 2, ICASC) | 32.0 ± 2.0" in text
     assert json.loads((tmp_path / "results" / "study" / "report.json").read_text()) == report
     assert (tmp_path / "results" / "study" / "report.md").read_text() == "# Report: study\n"
+    assert [p.name for p in (tmp_path / "results" / "study" / "figures").iterdir()] == ["tau_curves.png"]
+    assert (tmp_path / "results" / "study" / "figures" / "tau_curves.png").read_bytes() == b"\x89PNG fake"
     # a report without claims, and a README without markers: exit 2, one line
     (run / "report.json").write_text(json.dumps({"name": "old"}))
     bad = subprocess.run([sys.executable, str(script), str(run), "--readme", str(readme)], capture_output=True,
