@@ -179,9 +179,21 @@ def test_update_readme_findings_from_a_synthetic_report(tmp_path):
     assert bad.returncode == 2 and "no 'claims'" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
-def test_the_repository_readme_has_the_findings_markers():
+def test_the_repository_readme_findings_are_those_of_results_study():
+    """The README's findings block is what the script writes from the kept report (no hand edits), and that
+    report is a 3-seed study with every row measured on every seed and at least six mechanisms."""
     text = (ROOT / "README.md").read_text()
     assert text.count("<!-- findings:begin -->") == 1 and text.count("<!-- findings:end -->") == 1
+    block = text[text.index("<!-- findings:begin -->") + len("<!-- findings:begin -->"):
+                 text.index("<!-- findings:end -->")]
+    report = json.loads((ROOT / "results" / "study" / "report.json").read_text())
+    assert block.strip("\n") == findings_markdown(report).strip("\n")
+    assert report["n_seeds"] == 3 and report["config_source"] == "configs/study.toml"
+    assert all(r["seeds_present"] == 3 and len(r["cue_miou_values"]) == 3 and None not in r["cue_miou_values"]
+               for r in report["rows"])
+    assert len({e["mechanism"] for e in report["leaderboard"]}) >= 6
+    for name in ("report.md", "figures/tau_curves.png"):
+        assert (ROOT / "results" / "study" / name).is_file(), name
 
 
 # --------------------------------------------------------------------------- pytorch-grad-cam is optional
