@@ -447,7 +447,8 @@ def _build_run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run every stage in order from one config, and write the report",
                        description="Run the pipeline from one config: dataset, classifiers (baseline, "
                                    "icasc-gradcam, icasc), cues of each run.cue_sets entry, one segmenter per "
-                                   "cue set plus the fully-supervised reference, val predictions with and "
+                                   "cue set (or per run.segment_cue_sets entry) plus the fully-supervised "
+                                   "reference, val predictions with and "
                                    "without CRF, a test submission, and report.md/report.json/figures. A rerun "
                                    "skips finished stages and resumes an interrupted one. Stages: "
                                    + ", ".join(RUN_STAGES) + ".")
