@@ -21,6 +21,10 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from .leaderboard import leaderboard_markdown
+from .numbers import finite_number as _number
+from .numbers import hms
+
 NOISE_FLOOR = 0.02
 HOLDS, FAILS, NOISE, UNMEASURED = "holds", "does not hold", "within noise", "not measured"
 RULE = ("gain Δ (claimed-better minus other; other minus claimed-better where lower is better) of the means "
@@ -32,11 +36,6 @@ STATEMENTS = {
     "b": "ICASC training raises classification mAP over the plain classifier",
     "c": "ICASC's attention overlap L_AS (target vs most confusing class) is lower than the plain classifier's",
 }
-
-
-def _number(v: Any) -> float | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-    return float(v) if ok else None
 
 
 def _stats(row: dict[str, Any], metric: str) -> tuple[float | None, float | None, list[float]]:
@@ -233,14 +232,11 @@ def findings_markdown(report: dict[str, Any]) -> str:
                       f"val mIoU{' with CRF' if crf else ''} {_fmt('seg_miou', full, sd)}."]
     wall, peak = _number(report.get("total_wall_seconds")), _number(report.get("peak_rss_mib"))
     if wall is not None:
-        h, rest = divmod(int(round(wall)), 3600)
-        lines += ["", f"The run's stages took {h}:{rest // 60:02d}:{rest % 60:02d} in all ({n} seed{'s' if n != 1 else ''})"
+        lines += ["", f"The run's stages took {hms(wall)} in all ({n} seed{'s' if n != 1 else ''})"
                       + (f", peak resident memory {peak / 1024:.2f} GiB" if peak is not None else "")
                       + " (the stage records; per stage in report.md)."]
     board = report.get("leaderboard")
     if board:
-        from pipeline.leaderboard import leaderboard_markdown
-
         lines += ["", f"Every cue set of the run ranked by its cues' pseudo-label mIoU (mean ± sd over seeds; "
                       "seg mIoU+CRF only where a segmenter was trained):", "", leaderboard_markdown(board).rstrip("\n")]
     return "\n".join(lines) + "\n"

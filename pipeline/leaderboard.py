@@ -8,8 +8,9 @@ names the mechanism's kind: where it comes from and how it weighs the feature ma
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
+
+from .numbers import finite_number as _number
 
 MECHANISM_KINDS: dict[str, str] = {
     "gradcam": "native; channel weight = mean gradient (Eq. 1)",
@@ -31,11 +32,6 @@ COLUMNS = (("cue_miou", "cue mIoU"), ("cue_best_tau", "τ*"), ("seed_precision",
 def mechanism_kind(mechanism: str | None) -> str:
     """A short description of where ``mechanism`` comes from and how it weighs the features."""
     return MECHANISM_KINDS.get(str(mechanism), "unknown")
-
-
-def _number(v: Any) -> float | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-    return float(v) if ok else None
 
 
 def leaderboard(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -39,6 +39,7 @@ from data.io import write_bytes_atomic, write_json_atomic
 
 from .claims import claims_markdown, paper_claims
 from .leaderboard import leaderboard, leaderboard_markdown
+from .numbers import finite_number, hms
 
 # The numeric fields of a row, in table order, and how each is printed.
 ROW_FIELDS: tuple[str, ...] = ("cls_map", "cls_auc", "attention_overlap", "cue_best_tau", "cue_miou",
@@ -63,7 +64,7 @@ FIGURES_DIR = "figures"
 # --------------------------------------------------------------------------- numbers
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    return finite_number(v) is not None
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
@@ -374,8 +375,7 @@ def main_table_markdown(report: dict[str, Any]) -> str:
 def _hms(seconds: float | None) -> str:
     if not _is_number(seconds):
         return DASH
-    s = int(round(float(seconds)))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return hms(seconds)
 
 
 def _seconds(value: float | None, std: float | None) -> str:
