@@ -339,16 +339,18 @@ def train_epoch(t: ClassifierTraining, epoch: int, progress: bool, batches_run: 
 
 
 def save_training(t: ClassifierTraining, epoch: int) -> None:
-    """The checkpoint after ``epoch`` epochs (atomic; everything a bit-exact resume needs) and metrics.json."""
+    """The checkpoint after ``epoch`` epochs (atomic) and metrics.json. Until the last epoch it holds
+    everything a bit-exact resume needs; the last one holds the weights and history only (nothing is
+    left to resume, and the optimiser state would double the file)."""
     c = t.cfg.classify
+    resume = {} if epoch >= c.epochs else {
+        "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
+        "scaler": t.scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda" else None}
     save_checkpoint(t.out_dir / CHECKPOINT, {
         "arch": c.arch, "output_stride": c.output_stride, "num_classes": t.num_classes, "variant": t.variant, "multilabel": t.multilabel,
         "class_names": t.class_names, "epoch": epoch, "config_hash": fingerprint(config_part(t.cfg, "classifier")),
-        "model": unwrap(t.model).state_dict(), "optimizer": t.optimizer.state_dict(),
-        "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(),
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda" else None,
-        "history": t.history,
+        "model": unwrap(t.model).state_dict(), **resume, "history": t.history,
     })
     write_json_atomic(t.out_dir / METRICS, t.history)
 

@@ -367,14 +367,15 @@ def train_iterations(t: SegmenterTraining, loader: torch.utils.data.DataLoader, 
 
 
 def save_training(t: SegmenterTraining, ckpt_path: Path, iteration: int) -> None:
-    """The checkpoint at ``iteration`` (atomic; everything a bit-exact resume needs) and metrics.json."""
+    """The checkpoint at ``iteration`` (atomic) and metrics.json. Until the last iteration it holds
+    everything a bit-exact resume needs; the last one holds the weights, meta and history only
+    (nothing is left to resume, and the optimiser state would double the file)."""
     t.meta["iteration"] = iteration
-    save_segmenter(ckpt_path, t.model, t.meta, extra={
-        "config_hash": t.config_hash, "optimizer": t.optimizer.state_dict(),
-        "scheduler": t.scheduler.state_dict(), "scaler": t.scaler.state_dict(),
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda" else None,
-        "history": t.history})
+    resume = {} if iteration >= t.cfg.segment.iterations else {
+        "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
+        "scaler": t.scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda" else None}
+    save_segmenter(ckpt_path, t.model, t.meta, extra={"config_hash": t.config_hash, **resume, "history": t.history})
     write_json_atomic(ckpt_path.parent / METRICS, t.history)
 
 

@@ -13,6 +13,10 @@ from torch import nn
 from data.io import write_bytes_atomic
 
 
+#: What a checkpoint of an unfinished run holds besides the weights, for a bit-exact resume.
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng_cpu")
+
+
 class CheckpointMismatch(ValueError):
     """A checkpoint made for another architecture, model or class count."""
 
@@ -62,7 +66,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def restore_training_state(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                            scheduler: object, scaler: object, device: torch.device) -> None:
-    """Load a checkpoint's model, optimizer, scheduler, AMP scaler and RNG states (bit-exact resume)."""
+    """Load a checkpoint's model, optimizer, scheduler, AMP scaler and RNG states (bit-exact resume).
+
+    A finished run's checkpoint keeps no optimiser state; resuming from one is refused by name."""
+    absent = [k for k in RESUME_KEYS if k not in state]
+    if absent:
+        raise ValueError(f"checkpoint lacks {absent}, which resuming needs (a finished run's checkpoint keeps "
+                         "only its weights); start the run in another output folder")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from sharpen_attention.classifiers import CheckpointMismatch, build_classifier
 from classify.train import icasc_classes, load_checkpoint, train_classifier
 from pipeline.cli import main
 from sharpen_core.config import load_config
+from sharpen_core.checkpoints import RESUME_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,7 +67,10 @@ def test_resume_after_interruption_reproduces_uninterrupted_run(small_root, tmp_
     train_classifier(cfg, "icasc-gradcam", tmp_path / "full", progress=False, max_batches=3)
     out = train_classifier(cfg, "icasc-gradcam", tmp_path / "cut", progress=False, max_batches=3,
                            stop_after_batches=4)  # dies in the middle of epoch 2
-    assert out["interrupted"] and load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 1
+    cut_state = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert out["interrupted"] and cut_state["epoch"] == 1 and set(RESUME_KEYS) <= cut_state.keys()
+    # the finished run's checkpoint keeps weights and history only: nothing is left to resume
+    assert not set(RESUME_KEYS) & load_checkpoint(tmp_path / "full" / "checkpoint.pt").keys()
     with pytest.raises(ValueError, match="pass --resume"):
         train_classifier(cfg, "icasc-gradcam", tmp_path / "cut", progress=False, max_batches=3)
     train_classifier(cfg, "icasc-gradcam", tmp_path / "cut", resume=True, progress=False, max_batches=3)
@@ -129,3 +133,12 @@ def test_bad_variant_arch_and_weights(small_root, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["classify", "train", "--variant", "nope"])
     assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_resuming_from_a_finished_checkpoint_is_refused_by_name():
+    from sharpen_core.checkpoints import restore_training_state
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"checkpoint lacks \['optimizer', 'scheduler', 'scaler', 'rng_cpu'\]"):
+        restore_training_state({"model": model.state_dict()}, model, optimizer, None, None, torch.device("cpu"))

@@ -22,6 +22,7 @@ from data.io import write_json_atomic
 from data.voc import VOCSegmentation
 from pipeline.cli import main
 from sharpen_core.config import load_config
+from sharpen_core.checkpoints import RESUME_KEYS
 from segment.data import SegTrainDataset
 from segment.models import (SEGMENTERS, CheckpointMismatch, build_segmenter, decimate_vgg_fc, largefov_output_size,
                             last_layer, load_segmenter, param_groups, read_checkpoint, save_segmenter)
@@ -281,7 +282,10 @@ def test_resume_reproduces_uninterrupted_run(tiny, tmp_path):
     train_segmenter(cfg, tmp_path / "full", cues_dir=cues, progress=False)
     out = train_segmenter(cfg, tmp_path / "cut", cues_dir=cues, progress=False, stop_after_iterations=3)
     assert out == {"interrupted": True, "iteration": 3}
-    assert read_checkpoint(tmp_path / "cut" / "checkpoint.pt")["meta"]["iteration"] == 2
+    cut_state = read_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert cut_state["meta"]["iteration"] == 2 and set(RESUME_KEYS) <= cut_state.keys()
+    # the finished run's checkpoint keeps weights, meta and history only: nothing is left to resume
+    assert not set(RESUME_KEYS) & read_checkpoint(tmp_path / "full" / "checkpoint.pt").keys()
     with pytest.raises(ValueError, match="an unfinished run is here .*pass --resume"):
         train_segmenter(cfg, tmp_path / "cut", cues_dir=cues, progress=False)
     train_segmenter(cfg, tmp_path / "cut", cues_dir=cues, resume=True, progress=False)
