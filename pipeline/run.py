@@ -27,8 +27,9 @@ that stage and every later one (their folders are deleted first), or a new ``--r
 writes the report with mean ± std over seeds in ``RUN``.
 
 Timings and memory: each stage's wall time, and its peak resident memory (the main process's
-high-water mark, reset at the start of the stage through ``/proc/self/clear_refs`` where Linux
-allows it, and the largest child process's, e.g. DataLoader workers and CRF processes).
+high-water mark if the stage raised it, else the largest size a sampling thread saw: see
+:mod:`pipeline.memory`; the kernel's mark is never reset, so ``/usr/bin/time -v`` on a run reads
+its true peak), and the largest finished child process's (e.g. DataLoader workers, CRF processes).
 
 A full disk (``ENOSPC``) stops the stage with a message saying so; every file is written
 atomically, so nothing finished is lost and the same command resumes once space is back.
@@ -39,7 +40,6 @@ from __future__ import annotations
 import copy
 import errno
 import json
-import resource
 import shutil
 import time
 from pathlib import Path
@@ -48,11 +48,12 @@ from typing import Any, Callable, Sequence
 from data.errors import DatasetError
 from data.io import write_bytes_atomic, write_json_atomic
 from sharpen_core.lock import folder_lock, refuse_if_held
-
 from sharpen_core.config import Config, ConfigError, dump_toml
 from sharpen_core.layout import FULL_SUPERVISION, RunLayout, segmenter_name
 from sharpen_core.records import DEPENDS, config_part, fingerprint
 from sharpen_core.stage_records import PredictRecord, QualityRecord, StageRecord
+
+from .memory import StagePeak, children_high_water_mib, high_water_mib
 
 STAGES = ("data", "classify", "cues", "segment", "predict", "report")
 
@@ -63,28 +64,13 @@ class DiskFullError(OSError):
 
 # --------------------------------------------------------------------------- bookkeeping
 
-def _peak_rss_mib() -> float:
-    """The main process's peak resident memory since the last :func:`_reset_peak` (MiB)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+#: The running stage's memory tracker (the report stage reads it to write its own row).
+_STAGE_PEAK: StagePeak | None = None
 
 
-def _children_peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's high-water mark of this process's memory (Linux ``clear_refs`` 5)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
+def _stage_peak_mib() -> float:
+    """The running stage's peak resident memory so far (MiB); the process's mark outside a stage."""
+    return _STAGE_PEAK.peak_mib() if _STAGE_PEAK is not None else high_water_mib()
 
 
 def stage_hash(cfg: Config, stage: str) -> str:
@@ -400,7 +386,7 @@ def run_report_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> d
 
     t0 = time.perf_counter()
     report = report_run(layout.root, cfg=cfg,
-                        own_stage=lambda: stage_entry(time.perf_counter() - t0, _peak_rss_mib()))
+                        own_stage=lambda: stage_entry(time.perf_counter() - t0, _stage_peak_mib()))
     print(f"  report: {layout.root / 'report.md'}; figures: "
           + ", ".join(Path(p).name for p in report["figures"].values() if p))
     return {"report": str(layout.root / "report.json")}
@@ -440,20 +426,23 @@ def _clear_stages(layout: RunLayout, stages: list[str]) -> None:
 
 
 def _run_stage(cfg: Config, layout: RunLayout, stage: str, progress: bool) -> dict[str, Any]:
+    global _STAGE_PEAK
     h = stage_hash(cfg, stage)
     StageRecord(stage=stage, config_hash=h).write(layout.stage_started(stage))
-    _reset_peak()
     t0 = time.perf_counter()
     try:
-        outputs = STAGE_FUNCTIONS[stage](cfg, layout, progress)
+        with StagePeak() as _STAGE_PEAK:
+            outputs = STAGE_FUNCTIONS[stage](cfg, layout, progress)
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise DiskFullError(errno.ENOSPC, f"the disk filled up during stage {stage!r} ({e}); nothing "
                                               "finished is lost: free some space and run the same command "
                                               "again to resume") from None
         raise
+    finally:
+        peak, _STAGE_PEAK = _STAGE_PEAK, None
     record = StageRecord(stage=stage, config_hash=h, status="done", wall_seconds=time.perf_counter() - t0,
-                         peak_rss_mib=_peak_rss_mib(), children_peak_rss_mib=_children_peak_rss_mib(),
+                         peak_rss_mib=peak.peak_mib(), children_peak_rss_mib=children_high_water_mib(),
                          outputs=outputs)
     record.write(layout.stage_record(stage))
     return record.to_json()
