@@ -9,6 +9,8 @@ alone and a stage's peak is:
   of the run so far happened in this stage, and it is the new mark;
 - otherwise the largest resident size a background thread saw, sampling ``/proc/self/statm`` every
   ``interval`` seconds (a spike shorter than that can be missed; it was below the run's peak anyway).
+  The default 0.2 s costs a 2-thread training loop on 2 cores ~1 %; 0.02 s cost 5-10 %, the woken
+  thread stalling torch's OpenMP threads (``benchmarks/stage_peak.py --interval``).
 
 Where ``/proc`` is absent (not Linux) the stage's peak is ``getrusage``'s whole-process maximum.
 """
@@ -51,7 +53,7 @@ class StagePeak:
     """Context manager: the peak resident memory (MiB) of the code it wraps, read by :meth:`peak_mib`
     inside or after the block (see the module docstring for how)."""
 
-    def __init__(self, interval: float = 0.02) -> None:
+    def __init__(self, interval: float = 0.2) -> None:
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -27,7 +27,7 @@ that stage and every later one (their folders are deleted first), or a new ``--r
 writes the report with mean ± std over seeds in ``RUN``.
 
 Timings and memory: each stage's wall time, and its peak resident memory (the main process's
-high-water mark if the stage raised it, else the largest size a sampling thread saw: see
+high-water mark if the stage raised it, else the largest size a thread sampling every 0.2 s saw: see
 :mod:`pipeline.memory`; the kernel's mark is never reset, so ``/usr/bin/time -v`` on a run reads
 its true peak), and the largest finished child process's (e.g. DataLoader workers, CRF processes).
 

@@ -22,7 +22,7 @@ CHILD = textwrap.dedent("""
         del a
     with StagePeak() as small:
         b = np.ones(60 * 2**20 // 8)    # 60 MiB, held long enough for the sampler
-        time.sleep(0.3)
+        time.sleep(0.5)
         inside = small.peak_mib()
         del b
     print(json.dumps({"base": base, "big": big.peak_mib(), "small": small.peak_mib(), "inside": inside,
@@ -35,8 +35,8 @@ def test_stage_peaks_are_their_own_and_the_process_mark_is_kept():
     out = subprocess.run([sys.executable, "-c", CHILD], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
-    # the stage that raised the process's mark reads it exactly: at least base + 400 MiB
-    assert r["big"] >= r["base"] + 400
+    # the stage that raised the process's mark reads it exactly: base + ~400 MiB
+    assert r["big"] >= r["base"] + 395  # (a few pages of the base may be freed meanwhile)
     # a later, smaller stage reads its own peak (the sampler saw the 60 MiB), not the earlier one
     assert r["base"] + 55 <= r["small"] < r["big"] - 300
     assert r["inside"] == pytest.approx(r["small"], abs=1.0)
