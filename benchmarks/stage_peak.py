@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=None,
                     help="the sampler's interval in seconds (default: StagePeak's own)")
     args = ap.parse_args()
+    if args.rounds < 1 or args.steps < 1:
+        ap.error("--rounds and --steps must be at least 1")
     torch.manual_seed(0)
     model = build_classifier("resnet18", 20).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
