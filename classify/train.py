@@ -25,7 +25,8 @@ from tqdm import tqdm
 from data.io import write_bytes_atomic, write_json_atomic
 from sharpen_attention.attention import AttentionExtractor
 from sharpen_attention.classifiers import build_classifier, check_checkpoint
-from sharpen_core.checkpoints import load_checkpoint, restore_training_state, save_checkpoint, unwrap
+from sharpen_core.checkpoints import (load_checkpoint, restore_training_state, save_checkpoint, training_state,
+                                      unwrap)
 from sharpen_core.config import ClassifyConfig, Config, dump_toml
 from sharpen_core.device import DistInfo, barrier, seed_everything, training_device
 from sharpen_core.records import config_part, fingerprint
@@ -343,10 +344,7 @@ def save_training(t: ClassifierTraining, epoch: int) -> None:
     everything a bit-exact resume needs; the last one holds the weights and history only (nothing is
     left to resume, and the optimiser state would double the file)."""
     c = t.cfg.classify
-    resume = {} if epoch >= c.epochs else {
-        "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
-        "scaler": t.scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda" else None}
+    resume = {} if epoch >= c.epochs else training_state(t.optimizer, t.scheduler, t.scaler, t.device)
     save_checkpoint(t.out_dir / CHECKPOINT, {
         "arch": c.arch, "output_stride": c.output_stride, "num_classes": t.num_classes, "variant": t.variant, "multilabel": t.multilabel,
         "class_names": t.class_names, "epoch": epoch, "config_hash": fingerprint(config_part(t.cfg, "classifier")),

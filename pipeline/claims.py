@@ -223,10 +223,10 @@ def findings_markdown(report: dict[str, Any]) -> str:
                          f"{_fmt(m, c['gain'], signed=True)} (threshold {_fmt(m, c['threshold'])}): {c['verdict']}")
         if item["missing"]:
             lines.append(f"  - missing from the run: {'; '.join(item['missing'])}")
-    full = _number(report.get("full_supervision_miou_crf"))
-    full = _number(report.get("full_supervision_miou")) if full is None else full
+    with_crf = _number(report.get("full_supervision_miou_crf"))
+    crf = with_crf is not None
+    full = with_crf if crf else _number(report.get("full_supervision_miou"))
     if full is not None:
-        crf = _number(report.get("full_supervision_miou_crf")) is not None
         sd = _number(report.get("full_supervision_miou_crf_std" if crf else "full_supervision_miou_std"))
         lines += ["", f"The same segmenter trained on the ground-truth masks (the fully supervised reference): "
                       f"val mIoU{' with CRF' if crf else ''} {_fmt('seg_miou', full, sd)}."]

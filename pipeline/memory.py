@@ -60,10 +60,11 @@ class StagePeak:
         self._sampled = 0.0
         self._start_mark = 0.0
 
-    def _sample(self) -> None:
+    def _sample(self) -> float | None:
         now = resident_mib()
         if now is not None and now > self._sampled:
             self._sampled = now
+        return now
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -84,8 +85,6 @@ class StagePeak:
 
     def peak_mib(self) -> float:
         """The exact new high-water mark if the block raised it, else the largest sampled size."""
-        self._sample()
+        now = self._sample()
         mark = high_water_mib()
-        if mark > self._start_mark or resident_mib() is None:
-            return mark
-        return self._sampled
+        return mark if now is None or mark > self._start_mark else self._sampled

@@ -213,8 +213,8 @@ def _run_totals(summary: dict[str, Any]) -> dict[str, Any]:
     """The whole run's wall time (summed over seeds) and peak RSS (the largest over seeds), with the per-seed
     values; one seed: its own."""
     runs = list(summary.get("per_seed") or [summary])
-    walls = [float(r["total_wall_seconds"]) if _is_number(r.get("total_wall_seconds")) else None for r in runs]
-    peaks = [float(r["peak_rss_mib"]) if _is_number(r.get("peak_rss_mib")) else None for r in runs]
+    walls = [finite_number(r.get("total_wall_seconds")) for r in runs]
+    peaks = [finite_number(r.get("peak_rss_mib")) for r in runs]
     known_walls, known_peaks = [w for w in walls if w is not None], [p for p in peaks if p is not None]
     return {"total_wall_seconds": sum(known_walls) if known_walls else None,
             "total_wall_seconds_values": walls,

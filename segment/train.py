@@ -38,7 +38,7 @@ from data.classes import IGNORE_INDEX
 from data.io import write_bytes_atomic, write_json_atomic
 from data.voc import VOCSegmentation
 from sharpen_core.config import Config, SegmentConfig, dump_toml
-from sharpen_core.checkpoints import restore_training_state
+from sharpen_core.checkpoints import restore_training_state, training_state
 from sharpen_core.device import DistInfo, barrier, seed_everything, training_device
 from sharpen_core.records import config_part, fingerprint
 from sharpen_core.optim import Schedule, optimizer_from_config
@@ -371,10 +371,8 @@ def save_training(t: SegmenterTraining, ckpt_path: Path, iteration: int) -> None
     everything a bit-exact resume needs; the last one holds the weights, meta and history only
     (nothing is left to resume, and the optimiser state would double the file)."""
     t.meta["iteration"] = iteration
-    resume = {} if iteration >= t.cfg.segment.iterations else {
-        "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
-        "scaler": t.scaler.state_dict(), "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda" else None}
+    resume = {} if iteration >= t.cfg.segment.iterations else \
+        training_state(t.optimizer, t.scheduler, t.scaler, t.device)
     save_segmenter(ckpt_path, t.model, t.meta, extra={"config_hash": t.config_hash, **resume, "history": t.history})
     write_json_atomic(ckpt_path.parent / METRICS, t.history)
 

@@ -64,6 +64,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+def training_state(optimizer: torch.optim.Optimizer, scheduler: object, scaler: object,
+                   device: torch.device) -> dict[str, Any]:
+    """The optimizer, scheduler, AMP scaler and RNG states a bit-exact resume needs (the
+    :data:`RESUME_KEYS`, plus the CUDA RNG on CUDA); :func:`restore_training_state` loads them."""
+    return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),  # type: ignore[attr-defined]
+            "scaler": scaler.state_dict(), "rng_cpu": torch.get_rng_state(),  # type: ignore[attr-defined]
+            "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
 def restore_training_state(state: dict, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                            scheduler: object, scaler: object, device: torch.device) -> None:
     """Load a checkpoint's model, optimizer, scheduler, AMP scaler and RNG states (bit-exact resume).
