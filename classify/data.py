@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from data.errors import DatasetError
+from sharpen_core.errors import DatasetError
 from data.io import read_image
 from data.transforms import Compose, Normalize, RandomHorizontalFlip, RandomScale, Resize
 from data.voc import VOCSegmentation

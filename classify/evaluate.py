@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 from tqdm import tqdm
 
-from data.io import write_json_atomic
+from sharpen_core.io import write_json_atomic
 from eval.classification import classification_report, ks_distance, target_and_confusing_probs, topk_accuracy
 from sharpen_attention.attention import AttentionExtractor
 from sharpen_attention.classifiers import build_classifier, check_checkpoint

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from data.io import write_bytes_atomic, write_json_atomic
+from sharpen_core.io import write_bytes_atomic, write_json_atomic
 from sharpen_attention.attention import AttentionExtractor
 from sharpen_attention.classifiers import build_classifier, check_checkpoint
 from sharpen_core.checkpoints import (load_checkpoint, restore_training_state, save_checkpoint, training_state,

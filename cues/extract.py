@@ -41,8 +41,8 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from data.errors import DatasetError
-from data.io import atomic_path, file_sha256, write_json_atomic
+from sharpen_core.errors import DatasetError
+from sharpen_core.io import atomic_path, file_sha256, write_json_atomic
 from data.voc import VOCSegmentation
 from sharpen_attention.attention import ADAPTER_MECHANISMS, MECHANISMS, AttentionExtractor, max_normalize
 from sharpen_attention.classifiers import load_classifier

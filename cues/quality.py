@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
-from data.errors import DatasetError
+from sharpen_core.errors import DatasetError
 from data.voc import VOCSegmentation
 from eval.segmentation import scores_from_confusion
 from sharpen_core.layout import QUALITY_SUBDIR

@@ -175,7 +175,7 @@ def read_saliency(saliency_dir: str | Path, image_id: str) -> np.ndarray:
     """A grey saliency PNG ``<saliency_dir>/<id>.png`` as float32 in [0, 1] (high = salient)."""
     from PIL import Image
 
-    from data.errors import DatasetError
+    from sharpen_core.errors import DatasetError
 
     path = Path(saliency_dir) / f"{image_id}.png"
     if not path.is_file():
@@ -223,7 +223,7 @@ def write_sec_cues(maps_dir: str | Path, cues_cfg: Any, out_dir: str | Path | No
 
     from tqdm import tqdm
 
-    from data.io import write_json_atomic
+    from sharpen_core.io import write_json_atomic
 
     from .extract import MAPS_SUBDIR, gt_maps, load_maps, read_extract_params
 

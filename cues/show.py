@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from data.classes import VOC_CLASSES, VOC_PALETTE
-from data.io import write_bytes_atomic
+from sharpen_core.io import write_bytes_atomic
 
 WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (150, 150, 150)
 

@@ -47,8 +47,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from .classes import IGNORE_INDEX, VOC_CLASSES
-from .errors import DatasetError
-from .io import write_bytes_atomic, write_image, write_json_atomic, write_mask
+from sharpen_core.errors import DatasetError
+from .io import write_image, write_mask
+from sharpen_core.io import write_bytes_atomic, write_json_atomic
 
 GENERATOR_VERSION = 2
 MANIFEST_NAME = "builtin.json"

@@ -1,6 +1,6 @@
 """``sharpen data check``: read every file of a VOC-layout dataset and summarise it.
 
-The first problem found raises :class:`data.errors.DatasetError` naming the file; the same
+The first problem found raises :class:`sharpen_core.errors.DatasetError` naming the file; the same
 errors the readers raise, so a check predicts what training would hit.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .classes import VOC_CLASSES
-from .errors import DatasetError
+from sharpen_core.errors import DatasetError
 from .io import read_mask
 from .voc import SPLITS, VOCSegmentation, resolve_voc_root, split_list_path
 

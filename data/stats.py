@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
-from .errors import DatasetError
+from sharpen_core.errors import DatasetError
 from .io import read_mask
 from .voc import read_split_ids, resolve_voc_root, split_list_path
 

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
-from .errors import DatasetError
+from sharpen_core.errors import DatasetError
 from .io import read_image, read_mask
 
 SPLITS: tuple[str, ...] = ("train", "val", "trainval", "test", "train_aug")

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from data.classes import IGNORE_INDEX, NUM_CLASSES
-from data.errors import DatasetError
+from sharpen_core.errors import DatasetError
 
 
 def _error(path: str | Path, member: str | None, problem: str) -> DatasetError:

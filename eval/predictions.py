@@ -25,7 +25,7 @@ from typing import Mapping
 import numpy as np
 from tqdm import tqdm
 
-from data.errors import DatasetError
+from sharpen_core.errors import DatasetError
 from data.io import read_mask
 from data.voc import VOCSegmentation
 

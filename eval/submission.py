@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from data.classes import NUM_CLASSES
-from data.errors import DatasetError
+from sharpen_core.errors import DatasetError
 from data.voc import VOCSegmentation
 
 from .prediction_files import check_prediction, decode_label_png

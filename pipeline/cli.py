@@ -22,18 +22,12 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from data.errors import DatasetError
-from sharpen_core.config import ConfigError
+from sharpen_core.errors import UserError
 from sharpen_core.layout import FULL_SUPERVISION, RunLayout, segmenter_for_cues
 from sharpen_core.lock import folder_lock
 
-from .run import DiskFullError
 
 STAGES = ("data", "classify", "cues", "segment", "eval", "run", "report")
-
-
-class StageNotAvailable(RuntimeError):
-    """A stage this version does not implement yet."""
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -74,7 +68,7 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
     from data.check import check_dataset, format_summary
-    from data.io import write_json_atomic
+    from sharpen_core.io import write_json_atomic
 
     summary = check_dataset(args.root, splits=args.split or None, progress=not args.quiet)
     print(format_summary(summary))
@@ -84,7 +78,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_stats(args: argparse.Namespace) -> int:
-    from data.io import write_json_atomic
+    from sharpen_core.io import write_json_atomic
     from data.stats import dataset_stats, format_stats
 
     stats = dataset_stats(args.root, split=args.split, progress=not args.quiet)
@@ -242,7 +236,7 @@ def _cmd_cues_evaluate(args: argparse.Namespace) -> int:
         results.append(result)
     print(comparison_table(results))
     if args.json:
-        from data.io import write_json_atomic
+        from sharpen_core.io import write_json_atomic
 
         write_json_atomic(args.json, [{k: v for k, v in r.items() if k != "config"} for r in results])
     return 0
@@ -335,7 +329,7 @@ def _cmd_eval_segmentation(args: argparse.Namespace) -> int:
           f"({len(gt.ids)} images, ground truth {gt.source})")
     print(scores.table())
     if args.json:
-        from data.io import write_json_atomic
+        from sharpen_core.io import write_json_atomic
 
         write_json_atomic(args.json, {"pred": str(args.pred), "root": str(args.root), "split": args.split,
                                       "submission": submission, "ground_truth": gt.source, **scores.to_dict()})
@@ -521,8 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (DatasetError, ConfigError, StageNotAvailable, FileNotFoundError, ValueError, KeyError,
-            DiskFullError) as e:
+    except UserError as e:  # the user's to fix: one line, exit 2; anything else is a bug (traceback, exit 1)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -35,7 +35,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from data.io import write_bytes_atomic, write_json_atomic
+from sharpen_core.io import write_bytes_atomic, write_json_atomic
 
 from .claims import claims_markdown, paper_claims
 from .leaderboard import leaderboard, leaderboard_markdown

@@ -45,8 +45,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from data.errors import DatasetError
-from data.io import write_bytes_atomic, write_json_atomic
+from sharpen_core.errors import DatasetError, DiskFullError
+from sharpen_core.io import write_bytes_atomic, write_json_atomic
 from sharpen_core.lock import folder_lock, refuse_if_held
 from sharpen_core.config import Config, ConfigError, dump_toml
 from sharpen_core.layout import FULL_SUPERVISION, RunLayout, segmenter_name
@@ -56,10 +56,6 @@ from sharpen_core.stage_records import PredictRecord, QualityRecord, StageRecord
 from .memory import StagePeak, children_high_water_mib, high_water_mib
 
 STAGES = ("data", "classify", "cues", "segment", "predict", "report")
-
-
-class DiskFullError(OSError):
-    """The disk filled up during a stage; finished work is kept and a rerun resumes."""
 
 
 # --------------------------------------------------------------------------- bookkeeping

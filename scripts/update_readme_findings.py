@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from data.io import write_bytes_atomic  # noqa: E402
+from sharpen_core.io import write_bytes_atomic  # noqa: E402
 from pipeline.claims import findings_markdown  # noqa: E402
 from pipeline.report import update_readme_table  # noqa: E402
 

@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from data.cache import DecodedCache
-from data.errors import DatasetError
+from sharpen_core.errors import DatasetError
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from data.voc import VOCSegmentation
 from sharpen_core.cue_files import CUES_RECORD, load_cues

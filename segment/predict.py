@@ -44,8 +44,9 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from data.errors import DatasetError
-from data.io import file_sha256, write_mask
+from sharpen_core.errors import DatasetError
+from data.io import write_mask
+from sharpen_core.io import file_sha256
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from data.voc import VOCSegmentation
 from eval.prediction_files import read_prediction

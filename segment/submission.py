@@ -17,8 +17,9 @@ from typing import Iterable
 
 from tqdm import tqdm
 
-from data.errors import DatasetError
-from data.io import atomic_path, encode_palette_png, write_bytes_atomic
+from sharpen_core.errors import DatasetError
+from data.io import encode_palette_png
+from sharpen_core.io import atomic_path, write_bytes_atomic
 from data.voc import VOCSegmentation
 from eval.prediction_files import check_prediction, decode_label_png
 from eval.submission import SUBMISSION_SUBDIR, subdir_parents, image_size, validate_submission

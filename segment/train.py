@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from data.classes import IGNORE_INDEX
-from data.io import write_bytes_atomic, write_json_atomic
+from sharpen_core.io import write_bytes_atomic, write_json_atomic
 from data.voc import VOCSegmentation
 from sharpen_core.config import Config, SegmentConfig, dump_toml
 from sharpen_core.checkpoints import restore_training_state, training_state

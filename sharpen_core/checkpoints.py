@@ -10,14 +10,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from data.io import write_bytes_atomic
+from sharpen_core.errors import UserError
+from sharpen_core.io import write_bytes_atomic
 
 
 #: What a checkpoint of an unfinished run holds besides the weights, for a bit-exact resume.
 RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng_cpu")
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(UserError, ValueError):
     """A checkpoint made for another architecture, model or class count."""
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from data.errors import DatasetError
-from data.io import atomic_path
+from sharpen_core.errors import DatasetError
+from sharpen_core.io import atomic_path
 
 CUES_RECORD = "sec.json"
 

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from data.errors import DatasetError
+from sharpen_core.errors import UserError
 
 LOCK_NAME = ".lock"
 # flock errors meaning "this file system cannot lock", as opposed to "someone holds the lock".
@@ -64,13 +64,14 @@ def _release(fd: int, exclusive: bool) -> None:
         os.close(fd)  # closing the last descriptor of the lock file releases the lock
 
 
-class FolderLockedError(DatasetError):
+class FolderLockedError(UserError):
     """Another process is writing the output folder (exit status 2, one line)."""
 
     def __init__(self, folder: str | Path, holders: list[dict[str, Any]], hint: str, what: str = "this folder"):
+        self.path = Path(folder)
         self.holders = holders
         who = "; ".join(describe_holder(h) for h in holders) if holders else "details not recorded"
-        super().__init__(folder, f"another process is writing {what} ({who}); wait for it to finish, "
+        super().__init__(f"{self.path}: another process is writing {what} ({who}); wait for it to finish, "
                                  f"or use another {hint}")
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from data.errors import DatasetError
-from data.io import write_json_atomic
+from sharpen_core.errors import DatasetError
+from sharpen_core.io import write_json_atomic
 
 R = TypeVar("R", bound="JsonRecord")
 

@@ -30,7 +30,7 @@ from data.builtin import (
     void_band,
 )
 from data.classes import IGNORE_INDEX, VOC_CLASSES
-from data.errors import DatasetError
+from sharpen_core.errors import DatasetError
 from data.io import read_image, read_mask
 from data.stats import dataset_stats
 from data.voc import VOCSegmentation

@@ -36,7 +36,7 @@ from cues.sec import (
 )
 from cues.show import jet, render_grid, with_colour_bar
 from data.classes import VOC_CLASSES
-from data.errors import DatasetError
+from sharpen_core.errors import DatasetError
 from eval.segmentation import confusion_matrix, scores_from_confusion
 from pipeline.cli import main
 from sharpen_core.config import load_config

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from runs import copy_finished_stages, report_rows, run_args, wait_for
 
-from data.errors import DatasetError
+from sharpen_core.errors import DatasetError
 from pipeline.cli import main
 from sharpen_core import lock as lockmod
 from sharpen_core.lock import LOCK_NAME, FolderLockedError, folder_lock, shard_lock_name

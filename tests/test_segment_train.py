@@ -17,8 +17,8 @@ from torchvision import models as tvm
 
 from cues.sec import nearest_resize
 from sharpen_core.cue_files import save_cues
-from data.errors import DatasetError
-from data.io import write_json_atomic
+from sharpen_core.errors import DatasetError
+from sharpen_core.io import write_json_atomic
 from data.voc import VOCSegmentation
 from pipeline.cli import main
 from sharpen_core.config import load_config

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from data.errors import DatasetError
+from sharpen_core.errors import DatasetError
 from sharpen_core.stage_records import PredictRecord, QualityRecord, StageRecord, read_predict_params, \
     write_predict_running
 

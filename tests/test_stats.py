@@ -16,7 +16,7 @@ import json
 import numpy as np
 import pytest
 
-from data.errors import DatasetError
+from sharpen_core.errors import DatasetError
 from data.io import read_mask, write_mask
 from data.stats import connected_objects, dataset_stats, format_stats, image_stats, instance_objects
 from pipeline.cli import main

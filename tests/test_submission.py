@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from data.classes import VOC_PALETTE
-from data.errors import DatasetError
+from sharpen_core.errors import DatasetError
 from data.io import encode_palette_png, read_mask, write_mask
 from data.voc import VOCSegmentation
 from eval.predictions import (HELD_BACK_TEST_MASKS, evaluate_prediction_folder, evaluate_predictions,

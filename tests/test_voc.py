@@ -11,7 +11,7 @@ from PIL import Image
 
 from data.check import check_dataset
 from data.classes import VOC_CLASSES, VOC_PALETTE, class_index
-from data.errors import DatasetError
+from sharpen_core.errors import DatasetError
 from data.io import read_mask, write_mask
 from data.voc import VOCSegmentation, labels_from_mask, resolve_voc_root
 from pipeline.cli import main
