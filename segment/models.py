@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torchvision import models as tvm
 
 from sharpen_core.checkpoints import CheckpointMismatch, load_checkpoint, read_state_dict, save_checkpoint, unwrap
+from sharpen_core.pretrained import weights_file
 
 SEGMENTERS: tuple[str, ...] = ("deeplab-largefov", "deeplabv3plus")
 LARGEFOV_ENCODER = "vgg16"  # the only backbone of DeepLab-LargeFOV (what meta["encoder"] says)
@@ -190,7 +191,7 @@ def build_segmenter(model: str, encoder: str = "resnet50", num_classes: int = 21
         raise ValueError(f"unknown segmenter {model!r}; expected one of: {', '.join(SEGMENTERS)}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2 (background and one class), got {num_classes}")
-    weights = weights or "none"
+    weights = weights_file(weights or "none")  # "builtin:<key>" -> the cached file (sharpen_core/pretrained.py)
     if model == "deeplab-largefov":
         net: nn.Module = DeepLabLargeFOV(num_classes)
         if weights == "imagenet":

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tvm
 
+from sharpen_core.pretrained import weights_file
 from sharpen_core.checkpoints import CheckpointMismatch, load_checkpoint, read_state_dict
 
 ARCHS: dict[str, tuple[Any, Any]] = {
@@ -125,6 +126,7 @@ def build_classifier(arch: str, num_classes: int, weights: str = "none", output_
 
 def _build(arch: str, num_classes: int, weights: str) -> nn.Module:
     factory, imagenet = ARCHS[arch]
+    weights = weights_file(weights or "none")  # "builtin:<key>" -> the cached file (sharpen_core/pretrained.py)
     if weights == "imagenet":
         model = factory(weights=imagenet)
         _replace_head(model, num_classes)

@@ -75,7 +75,7 @@ class ClassifyConfig:
     dataset_root: str = ""  # for the single-label kinds; "" = data.root
     train_split: str = ""  # "" = data.train_split
     val_split: str = ""  # "" = data.val_split
-    weights: str = "none"  # "none" | "imagenet" | a path to a local state dict
+    weights: str = "none"  # "none" | "imagenet" | "builtin" (the built-in pretrained start, [pretrain]) | a local file
     variants: list[str] = field(default_factory=lambda: ["baseline", "icasc-gradcam", "icasc"])
     image_size: int = 299
     augment: str = "batch"  # "batch" (crop + flip of uint8 batches in the training process) | "loader" (per sample)
@@ -138,7 +138,7 @@ class SegmentConfig:
 
     model: str = "deeplab-largefov"  # "deeplab-largefov" | "deeplabv3plus"
     encoder: str = "resnet50"  # for deeplabv3plus
-    weights: str = "none"
+    weights: str = "none"  # "none" | "imagenet" | "builtin" (the encoder from the built-in pretrained start) | a file
     crop_size: int = 321  # training input side: the whole image is resized to crop_size x crop_size (as SEC)
     batch_size: int = 15
     iterations: int = 8000
@@ -189,6 +189,29 @@ class EvalConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """[pretrain]: the built-in "ImageNet" (docs/method.md §8). With ``classify.weights`` and/or
+    ``segment.weights = "builtin"``, every network of the comparison starts from one classifier trained
+    once on a separate, larger built-in set (images from streams of their own: never a train, val or
+    test image), kept in a per-machine cache keyed by these settings (sharpen_core/pretrained.py)."""
+
+    size: str = "pretrain"  # the built-in size of the pretraining set (data/builtin: BUILTIN_SIZES)
+    seed: int = 0  # its generator seed
+    train_seed: int = 0  # the training's seed
+    arch: str = ""  # "" = classify.arch
+    image_size: int = 64
+    output_stride: int = 32
+    batch_size: int = 32
+    epochs: int = 6
+    max_batches_per_epoch: int = 0
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    schedule: str = "onecycle"
+    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -196,6 +219,7 @@ class Config:
     cues: CuesConfig = field(default_factory=CuesConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     source: str = field(default="<defaults>", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -212,7 +236,7 @@ REMOVED_KEYS: dict[str, str] = {
 
 _SECTION_TYPES: dict[str, type] = {
     "run": RunConfig, "data": DataConfig, "classify": ClassifyConfig,
-    "cues": CuesConfig, "segment": SegmentConfig, "eval": EvalConfig,
+    "cues": CuesConfig, "segment": SegmentConfig, "eval": EvalConfig, "pretrain": PretrainConfig,
 }
 
 
