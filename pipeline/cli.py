@@ -223,7 +223,8 @@ def _cmd_cues_sec(args: argparse.Namespace) -> int:
 
 
 def _cmd_cues_evaluate(args: argparse.Namespace) -> int:
-    from cues.quality import comparison_table, evaluate_cues, format_quality
+    from cues.quality import comparison_table, evaluate_cues, evaluate_floors, format_quality
+    from sharpen_core.layout import QUALITY_SUBDIR
 
     if args.out is not None and len(args.maps) > 1:
         raise ValueError("--out needs a single --maps (each folder's results go to MAPS/quality by default)")
@@ -234,11 +235,15 @@ def _cmd_cues_evaluate(args: argparse.Namespace) -> int:
         print(format_quality(result))
         print()
         results.append(result)
-    print(comparison_table(results))
+    floors = []
+    if args.floors:  # on the split the first --maps was scored on, next to its quality.json
+        out = (args.out or Path(args.maps[0]) / QUALITY_SUBDIR) / "floors"
+        floors = evaluate_floors(cfg, results[0]["split"], out_dir=out, progress=not args.quiet)
+    print(comparison_table(results, floors))
     if args.json:
         from sharpen_core.io import write_json_atomic
 
-        write_json_atomic(args.json, [{k: v for k, v in r.items() if k != "config"} for r in results])
+        write_json_atomic(args.json, [{k: v for k, v in r.items() if k != "config"} for r in results + floors])
     return 0
 
 
@@ -298,6 +303,11 @@ def _build_cues_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", default=None, help="split with ground truth (default: the split the maps are of)")
     e.add_argument("--out", type=Path, default=None, help="output folder for one --maps (default MAPS/quality)")
     e.add_argument("--json", type=Path, default=None, help="also write all results (without configs) here")
+    e.add_argument("--floors", action="store_true",
+                   help="also score the floors, maps that do not localize (floor-uniform: the image's labels over "
+                        "the whole image; floor-centre: a centred Gaussian), by the same tau sweep; written to "
+                        "MAPS/quality/floors/<floor>/ (or OUT/floors/), added to the table (with each mechanism's "
+                        "gain over the best floor) and to --json")
     _add_shared_options(e, "quiet")
     e.set_defaults(func=_cmd_cues_evaluate)
     v = csub.add_parser("show", help="PNG grid: image, ground truth and each mechanism's maps",

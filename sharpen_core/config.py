@@ -182,8 +182,8 @@ class SegmentConfig:
 class EvalConfig:
     """[eval]: metric settings (docs/method.md §6)."""
 
-    tau_min: float = 0.05
-    tau_max: float = 0.95  # wide enough that the best τ lies inside (a best τ at an edge is flagged)
+    tau_min: float = 0.0  # the τ sweep covers the maps' whole range [0, 1] (docs/method.md §6.2)
+    tau_max: float = 1.0
     tau_step: float = 0.01
     cue_split: str = ""  # split on which `sharpen run` scores the cues ("" = data.train_split; VOC: "train")
 

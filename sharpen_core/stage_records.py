@@ -61,6 +61,7 @@ class JsonRecord:
 class QualityRecord(JsonRecord):
     """``MAPS/quality/quality.json`` of ``sharpen cues evaluate`` (τ sweep and SEC seed scores)."""
 
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"seeds_at_best_tau"})
     WHAT: ClassVar[str] = "cue quality record (quality.json of `sharpen cues evaluate`)"
     FILE: ClassVar[str] = "quality.json"
 
@@ -81,7 +82,9 @@ class QualityRecord(JsonRecord):
     extract_images_per_second: float | None
     seconds: float
     config: dict[str, Any]
-    tau_at_edge: bool = False  # the best τ is an end of the sweep: the sweep is too narrow (docs/method.md §6)
+    tau_at_edge: bool = False  # the best mIoU is reached only at an end of the sweep (docs/method.md §6.2)
+    # the seeds with the foreground threshold at best_tau (docs/method.md §6.2); "seeds" are at cues.fg_threshold
+    seeds_at_best_tau: dict[str, Any] | None = None
 
     @property
     def seed_precision(self) -> float | None:

@@ -389,12 +389,12 @@ def test_cli_extract_evaluate_sec_show(voc, checkpoint, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "best tau" in out and "images/s" in out and "seed P" in out
     q = json.loads((tmp_path / "gradcam" / "quality" / "quality.json").read_text())
-    assert q["split"] == "val" and q["images"] == 2 and len(q["tau"]) == len(q["miou"]) == 91
-    assert 0.05 <= q["best_tau"] <= 0.95 and 0 <= q["best_miou"] <= 1
-    assert q["tau_at_edge"] == (q["best_tau"] in (0.05, 0.95))
+    assert q["split"] == "val" and q["images"] == 2 and len(q["tau"]) == len(q["miou"]) == 101
+    assert 0.0 <= q["best_tau"] <= 1.0 and 0 <= q["best_miou"] <= 1
+    assert q["tau_at_edge"] == (q["best_tau"] in (0.0, 1.0) and q["best_miou"] not in q["miou"][1:-1])
     assert set(q["seeds"]["precision"]) == set(VOC_CLASSES)
     csv = (tmp_path / "gradcam" / "quality" / "tau_curve.csv").read_text().splitlines()
-    assert csv[0] == "tau,miou" and len(csv) == 92 and csv[1].startswith("0.05,")
+    assert csv[0] == "tau,miou" and len(csv) == 102 and csv[1].startswith("0.0,")
     assert Image.open(tmp_path / "gradcam" / "quality" / "tau_curve.png").size[0] > 400
     assert (tmp_path / "gradcam" / "quality" / "tau_curve.pdf").read_bytes().startswith(b"%PDF")
     assert [float(v) for v in csv[1].split(",")] == [q["tau"][0], q["miou"][0]]  # the exact numbers of quality.json
@@ -454,4 +454,4 @@ def test_adapter_mechanisms_are_cue_sets_with_known_maps(voc, checkpoint, tmp_pa
             np.testing.assert_allclose(got[k]["maps"], want[k]["maps"], atol=2e-3)
     quality = evaluate_cues(cfg, tmp_path / "layercam", split="train", progress=False)
     assert quality["mechanism"] == "layercam"
-    assert len(quality["tau"]) == len(quality["miou"]) == 91 and 0 <= quality["best_miou"] <= 1
+    assert len(quality["tau"]) == len(quality["miou"]) == 101 and 0 <= quality["best_miou"] <= 1
