@@ -21,14 +21,13 @@ from data.builtin import (
     BUILTIN_SIZES,
     GENERATOR_VERSION,
     CLASS_PARTS,
-    _is_complete,
-    _render_and_write,
     build_builtin_dataset,
     check_builtin_version,
     class_geometry,
     draw_object,
     void_band,
 )
+from data.builtin.build import _is_complete, _render_and_write
 from data.classes import IGNORE_INDEX, VOC_CLASSES
 from sharpen_core.errors import DatasetError
 from data.io import read_image, read_mask
