@@ -105,3 +105,18 @@ def quick_run(builtin_small, tmp_path_factory) -> tuple[Path, Path, float]:
     t0 = time.perf_counter()
     assert main(run_args(run_dir, data_root)) == 0
     return run_dir, data_root, time.perf_counter() - t0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sharpen_cache(tmp_path_factory) -> Path:
+    """A per-session cache for the built-in pretrained weights (sharpen_core/pretrained.py), so no test
+    reads or writes this machine's ``~/.cache/sharpen-focus``; a user's own SHARPEN_CACHE is left alone
+    only outside the tests."""
+    folder = tmp_path_factory.mktemp("sharpen-cache")
+    old = os.environ.get("SHARPEN_CACHE")
+    os.environ["SHARPEN_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("SHARPEN_CACHE", None)
+    else:
+        os.environ["SHARPEN_CACHE"] = old

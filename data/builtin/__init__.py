@@ -48,6 +48,7 @@ from .build import (
     GENERATOR_VERSION,
     ID_PREFIX,
     MANIFEST_NAME,
+    PRETRAIN_SIZES,
     build_builtin_dataset,
     check_builtin_version,
 )
@@ -56,6 +57,6 @@ from .scenes import SCENES
 
 __all__ = [
     "BUILTIN_CLASS_IDS", "BUILTIN_CLASS_NAMES", "BUILTIN_SIZES", "CLASS_FAMILY", "CLASS_PARTS", "CLASS_SCENE",
-    "GENERATOR_VERSION", "ID_PREFIX", "MANIFEST_NAME", "SCENES", "SPLIT_CODES", "Rendered",
+    "GENERATOR_VERSION", "ID_PREFIX", "MANIFEST_NAME", "PRETRAIN_SIZES", "SCENES", "SPLIT_CODES", "Rendered",
     "build_builtin_dataset", "check_builtin_version", "class_geometry", "draw_object", "render_image", "void_band",
 ]

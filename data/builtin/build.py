@@ -31,20 +31,32 @@ ID_PREFIX = "bi_"
 BUILTIN_SIZES: dict[str, dict[str, int]] = {
     "small": {"train": 160, "val": 48, "test": 48},
     "default": {"train": 1600, "val": 320, "test": 320},
+    "pretrain": {"train": 4800, "val": 320, "test": 0},
+    "pretrain-small": {"train": 256, "val": 32, "test": 0},
 }
 """Images per split for each ``size``."""
 
+PRETRAIN_SIZES: tuple[str, ...] = ("pretrain", "pretrain-small")
+"""Sizes of the pretraining sets (classify/pretrain.py): rendered from stream family 1, so none of
+their images is a train, val or test image of any built-in dataset (data/builtin/compose.py)."""
 
-def image_id(split: str, index: int) -> str:
-    return f"{ID_PREFIX}{split}_{index:06d}"
+
+def stream_of(size: str) -> int:
+    """The stream family of ``size``: 1 for a pretraining set, else 0."""
+    return 1 if size in PRETRAIN_SIZES else 0
 
 
-def _render_and_write(task: tuple[str, int, str, int]) -> dict[str, Any]:
+def image_id(split: str, index: int, stream: int = 0) -> str:
+    return f"{ID_PREFIX}{'p' * stream}{split}_{index:06d}"
+
+
+def _render_and_write(task: tuple[str, int, str, int] | tuple[str, int, str, int, int]) -> dict[str, Any]:
     """Worker: render one sample, write its files, return its statistics."""
-    out, seed, split, index = task
+    out, seed, split, index, *rest = task
+    stream = rest[0] if rest else 0
     root = Path(out)
-    sample = render_image(seed, split, index)
-    iid = image_id(split, index)
+    sample = render_image(seed, split, index, stream)
+    iid = image_id(split, index, stream)
     write_image(root / "JPEGImages" / f"{iid}.jpg", sample.image)
     if split == "test":
         write_mask(root / "SegmentationClassTest" / f"{iid}.png", sample.mask)
@@ -232,7 +244,8 @@ def build_builtin_dataset(out: str | Path, seed: int = 0, size: str = "default",
     if manifest.exists():
         manifest.unlink()  # no stale marker while files change
     workers = _default_workers() if workers is None else max(1, int(workers))
-    tasks = [(str(out), seed, split, i) for split in SPLIT_CODES for i in range(BUILTIN_SIZES[size][split])]
+    stream = stream_of(size)
+    tasks = [(str(out), seed, split, i, stream) for split in SPLIT_CODES for i in range(BUILTIN_SIZES[size][split])]
     for folder in ("JPEGImages", "SegmentationClass", "SegmentationObject", "SegmentationClassTest"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -199,10 +199,16 @@ def compose(rng: np.random.Generator) -> Rendered | None:
     return Rendered(image, mask, instances, list(layers.classes), scene, layers.part_fractions)
 
 
-def render_image(seed: int, split: str, index: int) -> Rendered:
-    """The sample ``index`` of ``split`` for ``seed``: a pure function of its arguments."""
+#: Offset of a stream family's split codes: family 1 (the pretraining sets, data/builtin/build.py
+#: PRETRAIN_SIZES) draws from ``[seed, 16 + split code, index, attempt]``, a random stream no image of
+#: family 0 (the train/val/test sets) uses, whatever the seeds (docs/method.md §8).
+STREAM_STRIDE = 16
+
+
+def render_image(seed: int, split: str, index: int, stream: int = 0) -> Rendered:
+    """The sample ``index`` of ``split`` for ``seed`` in stream family ``stream``: a pure function of its arguments."""
     for attempt in range(MAX_ATTEMPTS):
-        rng = np.random.default_rng([seed, SPLIT_CODES[split], index, attempt])
+        rng = np.random.default_rng([seed, SPLIT_CODES[split] + STREAM_STRIDE * stream, index, attempt])
         sample = compose(rng)
         if sample is not None:
             return sample
