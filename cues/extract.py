@@ -44,9 +44,10 @@ from tqdm import tqdm
 from sharpen_core.errors import DatasetError
 from sharpen_core.io import atomic_path, file_sha256, write_json_atomic
 from data.voc import VOCSegmentation
-from sharpen_attention.attention import ADAPTER_MECHANISMS, MECHANISMS, AttentionExtractor, max_normalize
+from sharpen_attention.attention import AttentionExtractor, max_normalize
 from sharpen_attention.classifiers import load_classifier
-from sharpen_core.records import refuse_changed
+from sharpen_attention.mechanisms import check_mechanism
+from sharpen_core.output_folder import claim_folder, remove_partial, sample_loader
 
 MAPS_SUBDIR = "maps"
 PARAMS_FILE = "extract.json"
@@ -57,20 +58,6 @@ AVERAGES = ("normalized", "raw")
 
 
 # --------------------------------------------------------------------------- small checks
-
-def check_mechanism(mechanism: str) -> str:
-    """The mechanism, or a ValueError listing the known ones (or saying pytorch-grad-cam is missing)."""
-    if mechanism not in MECHANISMS and mechanism not in ADAPTER_MECHANISMS:
-        raise ValueError(f"unknown mechanism {mechanism!r}; expected one of: {', '.join(MECHANISMS)} "
-                         f"(native) or {', '.join(ADAPTER_MECHANISMS)} (pytorch-grad-cam)")
-    if mechanism in ADAPTER_MECHANISMS:
-        from sharpen_attention.gradcam_adapter import INSTALL_HINT, gradcam_available
-
-        if not gradcam_available():
-            raise ValueError(f"mechanism {mechanism!r} runs through pytorch-grad-cam, which is not installed: "
-                             f"{INSTALL_HINT}")
-    return mechanism
-
 
 def parse_shard(text: str | Sequence[int] | None) -> tuple[int, int]:
     """``"I/N"`` (0 <= I < N) -> (I, N); None -> (0, 1)."""
@@ -149,14 +136,6 @@ class ExtractItems(torch.utils.data.Dataset):
         classes = list(range(1, self.dataset.num_classes)) if self.all_classes else labels
         return {"id": sample["id"], "size": sample["image"].shape[:2], "labels": labels, "classes": classes,
                 "scaled": scaled_inputs(sample["image"], self.scales, self.base, self.mean, self.std)}
-
-
-def _collate(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return samples
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
 
 
 # --------------------------------------------------------------------------- the maps
@@ -272,27 +251,6 @@ def read_extract_params(out_dir: str | Path) -> dict[str, Any]:
         raise DatasetError(path, f"unreadable extraction record ({e})") from None
 
 
-def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
-    """Write ``extract.json``, or check that the folder's parameters are these."""
-    path = out_dir / PARAMS_FILE
-    # maps looked for first: a shard job side by side writes extract.json before its first map
-    has_maps = any((out_dir / MAPS_SUBDIR).glob("*.npz"))
-    if path.is_file():
-        # the checkpoint may move; its content (sha256) may not
-        refuse_changed(path, "maps", read_extract_params(out_dir), params, ignore=("checkpoint",), folder=out_dir)
-        return
-    if has_maps:
-        raise ValueError(f"{out_dir / MAPS_SUBDIR}: map files without {PARAMS_FILE}; use another --out, or delete "
-                         f"{out_dir} to start fresh")
-    write_json_atomic(path, {"stage": "cues extract", "params": params})
-
-
-def _remove_partial(out_dir: Path, image_id: str) -> None:
-    """Remove a killed run's temp file of this image (``data.io.atomic_path`` names them ``.<name>.*.tmp``)."""
-    for tmp in (out_dir / MAPS_SUBDIR).glob(f".{image_id}.npz.*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
 def run_record_name(shard: tuple[int, int]) -> str:
     return "extract_run.json" if shard == (0, 1) else f"extract_run.shard-{shard[0]}-of-{shard[1]}.json"
 
@@ -333,21 +291,21 @@ def extract_maps(cfg: Any, checkpoint: str | Path, mechanism: str, out_dir: str 
     }
     with AttentionExtractor(model, layers=(c.layer,), mechanism=mechanism) as extractor:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _claim_folder(out_dir, params)
+        if claim_folder(out_dir, out_dir / PARAMS_FILE, params, lambda record: read_extract_params(record.parent),
+                        "maps", [out_dir / MAPS_SUBDIR], "*.npz", ignore=("checkpoint",)):
+            write_json_atomic(out_dir / PARAMS_FILE, {"stage": "cues extract", "params": params})
         mine = shard_indices(len(dataset), *shard)
         todo = []
         for i in mine:
             image_id = dataset.ids[i]
             if not is_complete(map_path(out_dir, image_id), image_id):
-                _remove_partial(out_dir, image_id)
+                remove_partial(map_path(out_dir, image_id))
                 todo.append(i)
         already_done = len(mine) - len(todo)
         if limit is not None:
             todo = todo[:limit]
         items = ExtractItems(dataset, todo, c.scales, base, cfg.data.mean, cfg.data.std, all_classes)
-        workers = cfg.data.num_workers if len(todo) > c.batch_size else 0
-        loader = torch.utils.data.DataLoader(items, batch_size=c.batch_size, shuffle=False, num_workers=workers,
-                                             collate_fn=_collate, worker_init_fn=_worker_init if workers else None)
+        loader, workers = sample_loader(items, c.batch_size, cfg.data.num_workers)
         t0 = time.perf_counter()
         written = 0
         bar = tqdm(total=len(todo), desc=f"{mechanism} maps {split}" + (f" shard {shard[0]}/{shard[1]}"

@@ -116,8 +116,9 @@ def show_maps(cfg: Any, out_png: str | Path, maps_dirs: Sequence[str | Path] = (
     from data.voc import VOCSegmentation
 
     from sharpen_attention.attention import AttentionExtractor
-    from .extract import (ExtractItems, check_mechanism, gt_maps, load_classifier, load_maps, map_path,
-                          multiscale_maps, read_extract_params)
+    from sharpen_attention.mechanisms import check_mechanism
+    from .extract import (ExtractItems, gt_maps, load_classifier, load_maps, map_path, multiscale_maps,
+                          read_extract_params)
 
     if not maps_dirs and not mechanisms:
         raise ValueError("nothing to show: give extraction folders (--maps) or --checkpoint with --mechanism")

@@ -198,7 +198,8 @@ def _build_classify_parser(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- cues
 def _cmd_cues_extract(args: argparse.Namespace) -> int:
-    from cues.extract import check_mechanism, extract_maps, parse_shard
+    from cues.extract import extract_maps, parse_shard
+    from sharpen_attention.mechanisms import check_mechanism
 
     check_mechanism(args.mechanism)
     cfg = _stage_config(args)

@@ -31,7 +31,8 @@ from typing import Any, Callable, Sequence
 
 from matplotlib.ticker import MaxNLocator
 
-from sharpen_core.plots import (Bars, Line, draw_grouped_bars, draw_horizontal_bars, draw_lines, figure, finite,
+from sharpen_core.numbers import finite
+from sharpen_core.plots import (Bars, Line, draw_grouped_bars, draw_horizontal_bars, draw_lines, figure,
                                 legend_below, line_figure, save_figure, write_csv)
 
 # (key, title) in the order report.md shows them.

@@ -3,7 +3,8 @@
 Every report row with cues (one per cue set ``"<classifier variant>:<mechanism>"``: the native
 mechanisms and the pytorch-grad-cam ones run through :mod:`sharpen_attention.gradcam_adapter`), sorted by the cues'
 best pseudo-label mIoU (mean over seeds), best first; rows without a cue mIoU come last. Each entry
-names the mechanism's kind: where it comes from and how it weighs the feature map.
+names the mechanism's kind: where it comes from and how it weighs the feature map (its entry in
+:data:`sharpen_attention.mechanisms.REGISTRY`).
 """
 
 from __future__ import annotations
@@ -12,26 +13,16 @@ from typing import Any, Sequence
 
 from .numbers import finite_number as _number
 
-MECHANISM_KINDS: dict[str, str] = {
-    "gradcam": "native; channel weight = mean gradient (Eq. 1)",
-    "gradcampp": "native; channel weight = positive gradients, second-order weighted",
-    "channel": "native; channel weight = mean positive gradient (Eq. 2, ICASC)",
-    "scorecam": "pytorch-grad-cam; gradient-free: class score of the input masked by each channel",
-    "ablationcam": "pytorch-grad-cam; gradient-free: score drop when a channel is zeroed",
-    "eigencam": "pytorch-grad-cam; gradient-free, class-agnostic: first principal component of the activations",
-    "eigengradcam": "pytorch-grad-cam; first principal component of gradient × activation",
-    "layercam": "pytorch-grad-cam; element-wise: ReLU(gradient) × activation",
-    "hirescam": "pytorch-grad-cam; element-wise: gradient × activation",
-    "gradcamelementwise": "pytorch-grad-cam; element-wise: ReLU(gradient × activation)",
-    "xgradcam": "pytorch-grad-cam; channel weight = Σ gradient × activation / Σ activation",
-}
 COLUMNS = (("cue_miou", "cue mIoU"), ("cue_best_tau", "τ*"), ("seed_precision", "seed P"),
            ("seed_recall", "seed R"), ("seg_miou_crf", "seg mIoU+CRF"))
 
 
 def mechanism_kind(mechanism: str | None) -> str:
-    """A short description of where ``mechanism`` comes from and how it weighs the features."""
-    return MECHANISM_KINDS.get(str(mechanism), "unknown")
+    """Where ``mechanism`` comes from and how it weighs the features: its registry entry's description."""
+    from sharpen_attention.mechanisms import REGISTRY  # torch: only when a board is drawn
+
+    entry = REGISTRY.get(str(mechanism))
+    return entry.description if entry is not None else "unknown"
 
 
 def leaderboard(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,18 +1,7 @@
-"""Small number helpers shared by the report, the claims and the leaderboard."""
+"""The number helpers of the report, the claims and the leaderboard: the floor's (:mod:`sharpen_core.numbers`)."""
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from sharpen_core.numbers import finite_number, hms
 
-
-def finite_number(v: Any) -> float | None:
-    """``v`` as a float when it is a finite int or float (not a bool), else None."""
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-    return float(v) if ok else None
-
-
-def hms(seconds: float) -> str:
-    """``seconds`` as ``h:mm:ss`` (rounded to the second)."""
-    s = int(round(float(seconds)))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+__all__ = ["finite_number", "hms"]

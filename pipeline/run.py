@@ -83,7 +83,7 @@ def stage_hash(cfg: Config, stage: str) -> str:
 def check_run_config(cfg: Config) -> None:
     """Stage names, cue sets and mechanisms the config names must exist; list the valid ones."""
     from classify.train import VARIANTS
-    from cues.extract import check_mechanism
+    from sharpen_attention.mechanisms import check_mechanism
 
     for stage in cfg.run.stages:
         if stage not in STAGES:
@@ -178,7 +178,7 @@ def run_data_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dic
 
 def _attention_mechanisms(cfg: Config, variant: str) -> list[str]:
     """The native mechanisms of the variant's cue sets, for the attention overlap (adapter ones: too slow)."""
-    from sharpen_attention.attention import MECHANISMS
+    from sharpen_attention.mechanisms import MECHANISMS
 
     mechanisms = [m for v, m in cue_sets(cfg) if v == variant and m in MECHANISMS]
     return list(dict.fromkeys(mechanisms or ["gradcam", "channel"]))

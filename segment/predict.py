@@ -50,7 +50,7 @@ from sharpen_core.io import file_sha256
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from data.voc import VOCSegmentation
 from eval.prediction_files import read_prediction
-from sharpen_core.records import refuse_changed
+from sharpen_core.output_folder import claim_folder, remove_partial, sample_loader
 from sharpen_core.stage_records import PredictRecord, read_predict_params, write_predict_running
 
 PRED_SUBDIR = "pred"
@@ -159,14 +159,6 @@ class _Items(torch.utils.data.Dataset):
                 "scaled": scaled_square_inputs(image, self.input_size, self.scales, self.mean, self.std)}
 
 
-def _collate(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return samples
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
-
-
 def _image_shape(dataset: VOCSegmentation, image_id: str) -> tuple[int, int]:
     from eval.submission import image_size
 
@@ -183,12 +175,6 @@ def _output_ok(path: Path, shape: tuple[int, int], num_classes: int) -> bool:
     return True
 
 
-def _remove_partial(folder: Path, image_id: str) -> None:
-    """A killed run's temp file of this image (``data.io.atomic_path`` names them ``.<name>.*.tmp``)."""
-    for tmp in folder.glob(f".{image_id}.png.*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
 def _jsonable(obj: Any) -> Any:
     """``obj`` with anything JSON cannot hold turned into its repr (checkpoint meta may hold objects)."""
     if isinstance(obj, dict):
@@ -202,22 +188,6 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return repr(obj)
-
-
-def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
-    """Record the parameters in ``predict.json``, or check that the folder's predictions were made with them."""
-    path = out_dir / RECORD_NAME
-    if path.is_file():
-        old = read_predict_params(path)
-        # paths may change (a moved run folder); the checkpoint's content (sha256) and settings may not
-        refuse_changed(path, "predictions", old, params, ignore=_PATH_KEYS, folder=out_dir)
-    else:
-        for sub in (PRED_SUBDIR, CRF_SUBDIR):
-            if any((out_dir / sub).glob("*.png")):
-                raise ValueError(f"{out_dir / sub}: predictions without {RECORD_NAME}; use another --out, or "
-                                 f"delete {out_dir} to start fresh")
-    # until this run ends, the record says so (an earlier run's counts and scores no longer hold)
-    write_predict_running(path, params)
 
 
 def _crf_params_dict(params: Any) -> Any:
@@ -284,7 +254,11 @@ def set_up_prediction(cfg: Any, checkpoint: str | Path, split: str, out_dir: str
         "crf_scale": 1.0, "crf_labels": "background + labels of the un-refined argmax",
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    _claim_folder(out_dir, params)
+    # paths may change (a moved run folder); the checkpoint's content (sha256) and settings may not
+    claim_folder(out_dir, out_dir / RECORD_NAME, params, read_predict_params, "predictions",
+                 [out_dir / PRED_SUBDIR, out_dir / CRF_SUBDIR], "*.png", ignore=_PATH_KEYS)
+    # until this run ends, the record says so (an earlier run's counts and scores no longer hold)
+    write_predict_running(out_dir / RECORD_NAME, params)
     p = Prediction(cfg, Path(checkpoint), dataset, out_dir, crf, device, model, meta, num_classes, input_size, scales,
                    amp, crf_params, params)
     for sub, wanted in p.folders.items():
@@ -302,7 +276,7 @@ def images_to_predict(p: Prediction) -> list[int]:
                    for sub, wanted in p.folders.items() if wanted):
             for sub, wanted in p.folders.items():
                 if wanted:
-                    _remove_partial(p.out_dir / sub, image_id)
+                    remove_partial(p.out_dir / sub / f"{image_id}.png")
             todo.append(i)
     return todo
 
@@ -386,9 +360,7 @@ def predict_split(cfg: Any, checkpoint: str | Path, split: str, out_dir: str | P
 
     chunk = max(1, int(sc.batch_size))
     items = _Items(p.dataset, todo, p.input_size, p.scales, cfg.data.mean, cfg.data.std)
-    workers = int(cfg.data.num_workers) if len(todo) > chunk else 0
-    loader = torch.utils.data.DataLoader(items, batch_size=chunk, shuffle=False, num_workers=workers,
-                                         collate_fn=_collate, worker_init_fn=_worker_init if workers else None)
+    loader, workers = sample_loader(items, chunk, cfg.data.num_workers)
     bar = tqdm(total=len(todo), desc=f"predict {split}", unit="img", disable=not progress, leave=False)
     t0 = time.perf_counter()
     crf_seconds_waited = 0.0

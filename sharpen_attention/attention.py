@@ -6,7 +6,8 @@ vector–Jacobian product (``torch.vmap`` over ``torch.autograd.grad`` with one-
 never one backward pass per class. For a torchvision ResNet and its last layer (global average pooling + linear
 head) ``g^c_kij = W[c, k] / Z`` exactly, so no backward pass is needed there at all.
 
-Each mechanism turns ``g`` into channel weights ``α^c_k`` (docs/method.md §1 table) and the map is
+Each native mechanism turns ``g`` into channel weights ``α^c_k`` (docs/method.md §1 table; its
+entry in :data:`sharpen_attention.mechanisms.REGISTRY` holds the weight function) and the map is
 ``M^c = ReLU(Σ_k α^c_k A_k)``. With ``create_graph=True`` the maps are differentiable w.r.t. the
 network's parameters through both ``A`` and ``α`` (what the ICASC losses train on).
 
@@ -14,10 +15,9 @@ network's parameters through both ``A`` and ``α`` (what the ICASC losses train 
         result = extract(images, classes=None)        # all classes
         result.maps["last"]                           # (B, num_classes, h, w) in [0, 1]
 
-Extra mechanisms from pytorch-grad-cam (``ADAPTER_MECHANISMS``) run through a thin adapter
-(:mod:`sharpen_attention.gradcam_adapter`, which owns their table): slower (one forward/backward
-per class, more for ScoreCAM and
-Ablation-CAM) and not differentiable.
+Extra mechanisms from pytorch-grad-cam (the registry's ``"pytorch-grad-cam"`` kind) run through a thin
+adapter (:mod:`sharpen_attention.gradcam_adapter`): slower (one forward/backward per class, more for
+ScoreCAM and Ablation-CAM) and not differentiable.
 """
 
 from __future__ import annotations
@@ -33,10 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import VGG, ResNet
 
-from .gradcam_adapter import ADAPTER_MECHANISMS, adapter_maps
-
-MECHANISMS = ("gradcam", "gradcampp", "channel")
-"""Native mechanisms: differentiable, all classes in one pass."""
+from .gradcam_adapter import adapter_maps
+from .mechanisms import NATIVE, get_mechanism, names
 
 VJP_MODES = ("vmap", "is_grads_batched", "loop")
 LAYER_ALIASES = ("last", "inner")
@@ -48,39 +46,6 @@ Classes = Union[ClassSpec, Callable[[Tensor], ClassSpec]]
 
 # --------------------------------------------------------------------------- pure functions
 
-def gradcam_weights(grads: Tensor) -> Tensor:
-    """Grad-CAM channel weights (Eq. 1): ``α^c_k = (1/Z) Σ_ij g^c_kij``. (..., K, H, W) → (..., K)."""
-    return grads.mean(dim=(-2, -1))
-
-
-def channel_weights(grads: Tensor) -> Tensor:
-    """Channel-weighted attention (Eq. 2): ``α^c_k = (1/Z) Σ_ij ReLU(g^c_kij)``, positive gradients only."""
-    return grads.relu().mean(dim=(-2, -1))
-
-
-def gradcampp_weights(acts: Tensor, grads: Tensor, eps: float = 0.0) -> Tensor:
-    """Grad-CAM++ weights: ``α^c_k = Σ_ij a^c_kij ReLU(g^c_kij)``, ``a = g² / (2g² + Σ_ab A_kab g³)``.
-
-    ``acts`` (B, K, H, W) broadcasts against ``grads`` (B, C, K, H, W) (or has its shape); returns
-    (B, C, K). ``a`` is 0 where ``g = 0`` (docs/method.md §1). With ``eps = 0`` the ratio is evaluated as
-    ``1 / (2 + Σ A · g)`` for ``g > 0`` (equal, and safe from underflow of ``g³``); ``eps > 0`` adds
-    ``eps`` to the denominator as pytorch-grad-cam does (it uses 1e-6).
-    """
-    if acts.dim() == grads.dim() - 1:
-        acts = acts.unsqueeze(1)
-    sum_acts = acts.sum(dim=(-2, -1), keepdim=True)
-    if eps == 0.0:
-        positive = grads > 0
-        denom = 2.0 + sum_acts * grads
-        valid = positive & (denom != 0)
-        safe = torch.where(valid, denom, torch.ones_like(denom))
-        return torch.where(valid, grads / safe, torch.zeros_like(grads)).sum(dim=(-2, -1))
-    g2 = grads * grads
-    a = g2 / (2.0 * g2 + sum_acts * g2 * grads + eps)
-    a = torch.where(grads != 0, a, torch.zeros_like(a))
-    return (a * grads.relu()).sum(dim=(-2, -1))
-
-
 def weighted_map(acts: Tensor, weights: Tensor) -> Tensor:
     """The map ``M^c = ReLU(Σ_k α^c_k A_k)``: acts (B, K, H, W), weights (B, C, K) → (B, C, H, W)."""
     return torch.einsum("bkhw,bck->bchw", acts, weights).relu()
@@ -89,17 +54,6 @@ def weighted_map(acts: Tensor, weights: Tensor) -> Tensor:
 def max_normalize(maps: Tensor, eps: float = NORM_EPS) -> Tensor:
     """``M / (max M + ε)`` per image and class (docs/method.md §1), over the last two dimensions."""
     return maps / (maps.amax(dim=(-2, -1), keepdim=True) + eps)
-
-
-def mechanism_weights(mechanism: str, acts: Tensor, grads: Tensor, gradcampp_eps: float = 0.0) -> Tensor:
-    """Channel weights (B, C, K) of a native mechanism from acts (B, K, H, W) and grads (B, C, K, H, W)."""
-    if mechanism == "gradcam":
-        return gradcam_weights(grads)
-    if mechanism == "channel":
-        return channel_weights(grads)
-    if mechanism == "gradcampp":
-        return gradcampp_weights(acts, grads, eps=gradcampp_eps)
-    raise ValueError(f"unknown mechanism {mechanism!r}; expected one of {MECHANISMS}")
 
 
 # --------------------------------------------------------------------------- layers
@@ -274,7 +228,7 @@ class AttentionExtractor:
     Args:
         model: a CNN returning logits (B, N). Its mode (train/eval) is used as is and left alone.
         layers: "last", "inner" (docs/method.md §1 defaults for ResNet and VGG) or module names.
-        mechanism: one of ``MECHANISMS`` (native) or ``ADAPTER_MECHANISMS`` (pytorch-grad-cam).
+        mechanism: a name of :data:`sharpen_attention.mechanisms.REGISTRY` (native or pytorch-grad-cam).
         closed_form: use ``g^c = W[c]/Z`` at a torchvision ResNet's ``layer4`` (None: where it holds).
         vjp: how the gradients of all classes are computed from the one forward pass: "vmap"
             (``torch.vmap`` over ``torch.autograd.grad``: truly batched convolution and batch-norm
@@ -291,9 +245,7 @@ class AttentionExtractor:
     def __init__(self, model: nn.Module, layers: str | Sequence[str] = ("last",), mechanism: str = "channel",
                  *, closed_form: bool | None = None, vjp: str = "vmap", class_chunk: int | None = None,
                  gradcampp_eps: float = 0.0) -> None:
-        if mechanism not in MECHANISMS and mechanism not in ADAPTER_MECHANISMS:
-            raise ValueError(f"unknown mechanism {mechanism!r}; native: {', '.join(MECHANISMS)}; "
-                             f"via pytorch-grad-cam: {', '.join(ADAPTER_MECHANISMS)}")
+        self._entry = get_mechanism(mechanism)
         if class_chunk is not None and class_chunk < 1:
             raise ValueError(f"class_chunk must be positive, got {class_chunk}")
         self.model = model
@@ -307,7 +259,7 @@ class AttentionExtractor:
         modules = dict(model.named_modules())
         self._modules = {name: modules[name] for name in dict.fromkeys(self.layers.values())}
         self._heads: dict[str, nn.Linear] = {}
-        if closed_form is not False and mechanism in MECHANISMS:
+        if closed_form is not False and self._entry.native:
             for name in self._modules:
                 fc = _closed_form_head(model, name)
                 if fc is not None:
@@ -398,10 +350,10 @@ class AttentionExtractor:
             size = (int(images.shape[-2]), int(images.shape[-1]))
         elif size is not None and not (isinstance(size, (tuple, list)) and len(size) == 2):
             raise ValueError(f"size must be None, 'input' or (h, w), got {size!r}")
-        if self.mechanism in ADAPTER_MECHANISMS:
+        if not self._entry.native:
             if create_graph:
-                raise ValueError(f"mechanism {self.mechanism!r} (pytorch-grad-cam) is not differentiable; "
-                                 f"use one of {MECHANISMS} with create_graph=True")
+                raise ValueError(f"mechanism {self.mechanism!r} ({self._entry.kind}) is not differentiable; "
+                                 f"use one of {tuple(names(NATIVE))} with create_graph=True")
             raw, logits, idx = adapter_maps(self.model, self._modules, images, classes, self.mechanism,
                                             resolve_classes)
         else:
@@ -473,11 +425,13 @@ class AttentionExtractor:
                 mode = "is_grads_batched" if amp and self.vjp == "vmap" else self.vjp
                 grads.update(self._vjp(logits, [acts[n] for n in autograd_layers], autograd_layers, idx,
                                        create_graph and weight_grad, mode, keep_graph=create_graph))
+            weigh = self._entry.weights
+            assert weigh is not None  # a native mechanism
             for name in self._modules:
                 a = acts[name] if create_graph else acts[name].detach()
                 dtype = torch.promote_types(a.dtype, torch.float32)  # half/bfloat16 -> float32
                 a, g = a.to(dtype), grads[name].to(dtype)
-                weights = mechanism_weights(self.mechanism, a if weight_grad else a.detach(), g, self.gradcampp_eps)
+                weights = weigh(a if weight_grad else a.detach(), g, self.gradcampp_eps)
                 weights = weights * (idx >= 0).unsqueeze(-1).to(weights.dtype)
                 raw[name] = weighted_map(a, weights)
         return raw, logits, idx

@@ -1,5 +1,8 @@
 """Thin adapter to pytorch-grad-cam's mechanisms (ScoreCAM, LayerCAM, XGradCAM, EigenCAM, ...).
 
+Which ones, and the class of each: the ``"pytorch-grad-cam"`` entries of
+:data:`sharpen_attention.mechanisms.REGISTRY`.
+
 Slower than the native mechanisms (one forward and backward pass per class, and for ScoreCAM and
 Ablation-CAM many more forward passes) and not differentiable. The maps are pytorch-grad-cam's
 unscaled ones (its ``get_cam_image`` followed by ReLU) at feature resolution, as torch tensors;
@@ -17,30 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-# name -> pytorch-grad-cam class name (adapter; slower, non-differentiable)
-ADAPTER_MECHANISMS: dict[str, str] = {
-    "scorecam": "ScoreCAM",
-    "layercam": "LayerCAM",
-    "xgradcam": "XGradCAM",
-    "eigencam": "EigenCAM",
-    "eigengradcam": "EigenGradCAM",
-    "hirescam": "HiResCAM",
-    "ablationcam": "AblationCAM",
-    "gradcamelementwise": "GradCAMElementWise",
-}
-
-
-INSTALL_HINT = "pip install -e '.[cams]'"
-"""pytorch-grad-cam (PyPI ``grad-cam``) is an optional extra of this project."""
-
-
-def gradcam_available() -> bool:
-    """Whether pytorch-grad-cam can be imported (the adapter mechanisms need it)."""
-    try:
-        import pytorch_grad_cam  # noqa: F401
-    except ImportError:
-        return False
-    return True
+from .mechanisms import INSTALL_HINT, get_mechanism
 
 
 def _load(mechanism: str) -> Any:
@@ -50,7 +30,7 @@ def _load(mechanism: str) -> Any:
     except ImportError:
         raise ImportError(f"mechanism {mechanism!r} needs pytorch-grad-cam, which is not installed: "
                           f"{INSTALL_HINT}") from None
-    return getattr(pytorch_grad_cam, ADAPTER_MECHANISMS[mechanism]), ClassifierOutputTarget
+    return getattr(pytorch_grad_cam, get_mechanism(mechanism).cam_class), ClassifierOutputTarget
 
 
 class _NoBars:

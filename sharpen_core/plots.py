@@ -24,6 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from sharpen_core.io import write_bytes_atomic
+from sharpen_core.numbers import finite
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour-vision deficiency.
 OKABE_ITO: tuple[str, ...] = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442",
@@ -48,10 +49,6 @@ PDF_METADATA = {"CreationDate": None, "Producer": None, "Creator": "sharpen-focu
 
 def colour(k: int) -> str:
     return OKABE_ITO[k % len(OKABE_ITO)]
-
-
-def finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
 @contextlib.contextmanager

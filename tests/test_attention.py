@@ -14,17 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tvm
 
-from sharpen_attention.attention import (
-    MECHANISMS,
-    AttentionExtractor,
-    attention_maps,
-    channel_weights,
-    default_layers,
-    gradcam_weights,
-    gradcampp_weights,
-    max_normalize,
-    weighted_map,
-)
+from sharpen_attention.attention import AttentionExtractor, attention_maps, default_layers, max_normalize, weighted_map
+from sharpen_attention.mechanisms import MECHANISMS, channel_weights, gradcam_weights, gradcampp_weights
 
 NUM = 20
 
@@ -126,12 +117,66 @@ def test_channel_weighted_ignores_negative_gradients() -> None:
     """The negative-gradient channel that Grad-CAM counts and channel-weighted attention ignores."""
     g = torch.tensor([[3.0, -1.0], [-2.0, -2.0]]).view(1, 1, 2, 1, 2)
     a = torch.tensor([[1.0, 2.0], [2.0, 4.0]]).view(1, 2, 1, 2)
-    torch.testing.assert_close(gradcam_weights(g), torch.tensor([[[1.0, -2.0]]]))
-    torch.testing.assert_close(channel_weights(g), torch.tensor([[[1.5, 0.0]]]))
+    torch.testing.assert_close(gradcam_weights(a, g), torch.tensor([[[1.0, -2.0]]]))
+    torch.testing.assert_close(channel_weights(a, g), torch.tensor([[[1.5, 0.0]]]))
     torch.testing.assert_close(gradcampp_weights(a, g), torch.tensor([[[3 / 11, 0.0]]]))
-    torch.testing.assert_close(weighted_map(a, channel_weights(g)), torch.tensor([1.5, 3.0]).view(1, 1, 1, 2))
+    torch.testing.assert_close(weighted_map(a, channel_weights(a, g)), torch.tensor([1.5, 3.0]).view(1, 1, 1, 2))
     # pytorch-grad-cam's variant with eps in the denominator tends to ours as eps -> 0
     torch.testing.assert_close(gradcampp_weights(a, g, eps=1e-12), gradcampp_weights(a, g))
+
+
+# ---------------------------------------------------------------- the registry
+
+def _largest_gradient(acts: torch.Tensor, grads: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """A made-up mechanism: ``α^c_k = max_ij g^c_kij``."""
+    return grads.amax(dim=(-2, -1))
+
+
+@pytest.fixture
+def maxgrad(monkeypatch: pytest.MonkeyPatch) -> str:
+    """One registry entry, nothing else: the extractor, the config check and the leaderboard know it."""
+    from sharpen_attention.mechanisms import NATIVE, REGISTRY, Mechanism
+
+    monkeypatch.setitem(REGISTRY, "maxgrad", Mechanism("maxgrad", NATIVE, "channel weight = largest gradient",
+                                                       weights=_largest_gradient))
+    return "maxgrad"
+
+
+def test_a_registry_entry_drives_the_extractor(maxgrad: str) -> None:
+    # hand net: class 0 α = (3, -2) -> ReLU([3 - 4, 6 - 8]) = 0; class 1 α = (-1, 1) -> [-1 + 2, -2 + 4] = [1, 2]
+    r = attention_maps(_hand_net(), torch.tensor([1.0, 2.0]).view(1, 1, 1, 2), layers="1", mechanism=maxgrad,
+                       normalize=False)
+    torch.testing.assert_close(r.maps["1"], torch.tensor([[0.0, 0.0], [1.0, 2.0]]).view(1, 2, 1, 2))
+
+
+def test_a_registry_entry_drives_the_config_check_and_the_leaderboard(maxgrad: str) -> None:
+    from pipeline.leaderboard import leaderboard
+    from pipeline.run import check_run_config
+    from sharpen_core.config import ConfigError, load_config
+
+    check_run_config(load_config(None, [f'run.cue_sets=["baseline:{maxgrad}", "baseline:layercam"]']))
+    with pytest.raises(ConfigError, match=r"run.cue_sets entry 'baseline:smoothcam': unknown mechanism 'smoothcam'; "
+                                          r"expected one of: gradcam, gradcampp, channel, maxgrad \(native\) or "
+                                          r"scorecam, layercam, .*gradcamelementwise \(pytorch-grad-cam\)"):
+        check_run_config(load_config(None, ['run.cue_sets=["baseline:smoothcam"]']))
+    board = leaderboard([{"classifier": "baseline", "mechanism": m, "cue_miou": v}
+                         for m, v in ((maxgrad, 0.5), ("layercam", 0.6), ("smoothcam", 0.4))])
+    assert [(e["mechanism"], e["kind"]) for e in board] == [
+        ("layercam", "pytorch-grad-cam; element-wise: ReLU(gradient) × activation"),
+        (maxgrad, "native; channel weight = largest gradient"), ("smoothcam", "unknown")]
+
+
+def test_registry_entries_are_whole() -> None:
+    from sharpen_attention.mechanisms import GRAD_CAM, NATIVE, REGISTRY, Mechanism
+
+    assert MECHANISMS == ("gradcam", "gradcampp", "channel")
+    assert all(name == m.name and (m.weights is not None) == m.native for name, m in REGISTRY.items())
+    with pytest.raises(ValueError, match="kind"):
+        Mechanism("x", "torchcam", "?", weights=_largest_gradient)
+    with pytest.raises(ValueError, match="cam_class"):
+        Mechanism("x", GRAD_CAM, "?", weights=_largest_gradient)
+    with pytest.raises(ValueError, match="cam_class"):
+        Mechanism("x", NATIVE, "?")
 
 
 # ---------------------------------------------------------------- agreement with pytorch-grad-cam

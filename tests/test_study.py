@@ -228,13 +228,13 @@ def test_cams_extra_is_declared():
 
 @pytest.mark.parametrize("name", ["study.toml", "study_gpu.toml"])
 def test_study_configs_load(name):
-    from pipeline.leaderboard import MECHANISM_KINDS
+    from sharpen_attention.mechanisms import REGISTRY
     from pipeline.run import check_run_config
 
     cfg = load_config(ROOT / "configs" / name)
     check_run_config(cfg)
     mechanisms = {s.split(":")[1] for s in cfg.run.cue_sets}
-    assert len(mechanisms) >= 6 and mechanisms <= set(MECHANISM_KINDS)
+    assert len(mechanisms) >= 6 and mechanisms <= set(REGISTRY)
     assert {"baseline:gradcam", "baseline:gradcampp", "baseline:channel", "icasc:channel"} <= set(cfg.run.cue_sets)
     assert {"baseline", "icasc"} <= set(cfg.classify.variants)
     # a classifier on which the mechanisms really differ: VGG-19, or a ResNet's inner layer
