@@ -176,7 +176,9 @@ def _build_classify_parser(sub: argparse._SubParsersAction) -> None:
                                     "maps). Writes checkpoint.pt (atomically, every epoch), metrics.json and "
                                     "config.toml. Under torchrun it trains with DistributedDataParallel.")
     _add_config_options(t)
-    t.add_argument("--variant", required=True, choices=list(VARIANTS), help="which variant to train")
+    t.add_argument("--variant", required=True, metavar="VARIANT",
+                   help=f"which variant to train: {', '.join(VARIANTS)}, or an ICASC one + '@<label>' with its "
+                        "classify.variant_overrides table (docs/method.md §2.6)")
     t.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/classify/VARIANT)")
     t.add_argument("--weights", type=Path, default=None,
                    help="initial weights: a local state dict (e.g. ImageNet weights for offline use)")
