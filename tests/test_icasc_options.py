@@ -120,6 +120,8 @@ def test_run_config_check_names_the_bad_variant(tmp_path):
                                                         'run.cue_sets=["icasc@val:channel"]'])
     with pytest.raises(ConfigError, match=r"configs/quick\.toml.*variant 'icasc@val' needs"):
         check_run_config(cfg)
+    with pytest.raises(ConfigError, match=r"run\.cue_sets entry 'basline:gradcam': unknown classifier variant"):
+        check_run_config(load_config(REPO / "configs" / "quick.toml", ['run.cue_sets=["basline:gradcam"]']))
     check_run_config(load_config(REPO / "configs" / "quick.toml", [
         'classify.variants=["baseline", "icasc", "icasc@val"]', 'run.cue_sets=["icasc@val:channel"]',
         'classify.variant_overrides={"icasc@val" = {weight_ac = 0.5}}']))
@@ -170,3 +172,12 @@ def test_default_run_records_no_ramp_and_matches_the_paper_setting_variant(small
     assert all(torch.equal(a[k], b[k]) for k in a)
     history = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert "attention_ramp" not in history[0] and history[0]["train_ac"] < cfg.classify.theta
+
+
+def test_cli_refuses_a_variant_without_its_table_before_making_a_folder(tmp_path, capsys):
+    from pipeline.cli import main
+
+    out = tmp_path / "out"
+    assert main(["classify", "train", "--variant", "icasc@val", "--out", str(out), "--quiet"]) == 2
+    assert "variant 'icasc@val' needs a [classify.variant_overrides.\"icasc@val\"] table" in capsys.readouterr().err
+    assert not out.exists()
