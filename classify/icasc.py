@@ -1,4 +1,5 @@
-"""ICASC losses (docs/method.md §2): target region (Eq. 4), attention separation (Eq. 3), consistency (Eq. 5).
+"""ICASC losses (docs/method.md §2): target region (Eq. 4), attention separation (Eq. 3), consistency (Eq. 5),
+and the ramp-up factor of the attention terms (§2.5).
 
 All maps are max-normalised attention maps in [0, 1] of shape (N, h, w), one row per
 (image, target class) pair. Each function returns one value per row, so the caller decides how
@@ -50,8 +51,27 @@ def attention_separation_loss(target_map: Tensor, confusing_map: Tensor, region:
 
 
 def attention_consistency_loss(inner_target_map: Tensor, region: Tensor, theta: float = 0.8,
-                               eps: float = EPS) -> Tensor:
-    """Eq. 5: ``L_AC = θ − Σ_ij M^{t,inner} · T / Σ_ij M^{t,inner}`` per row, in [θ − 1, θ]."""
+                               eps: float = EPS, hinge: bool = False) -> Tensor:
+    """Eq. 5: ``L_AC = θ − Σ_ij M^{t,inner} · T / Σ_ij M^{t,inner}`` per row, in [θ − 1, θ].
+
+    ``hinge=True`` (docs/method.md §2.4): ``max(0, θ − ...)``, in [0, θ]; a row whose inner map has
+    at least θ of its mass inside the region gives 0 and no gradient.
+    """
     _check_same_shape(inner_target_map, region)
     inside = (inner_target_map * region).flatten(1).sum(1)
-    return theta - inside / (inner_target_map.flatten(1).sum(1) + eps)
+    value = theta - inside / (inner_target_map.flatten(1).sum(1) + eps)
+    return F.relu(value) if hinge else value
+
+
+def attention_ramp(step: int, rampup_steps: int) -> float:
+    """§2.5: the factor ``r(s) = min(1, s / N)`` on the attention terms at optimiser step ``s``.
+
+    ``s`` counts the steps taken before this one over the whole run (0 for the first), so the
+    factor is a function of the global step alone and a resumed run sees the same values.
+    ``N = rampup_steps``; ``N = 0`` gives 1 from the first step (no ramp, the paper's setting).
+    """
+    if rampup_steps < 0 or step < 0:
+        raise ValueError(f"expected step >= 0 and rampup_steps >= 0, got {step}, {rampup_steps}")
+    if rampup_steps == 0 or step >= rampup_steps:
+        return 1.0
+    return step / rampup_steps

@@ -1,8 +1,10 @@
-"""Stage 1: train a classifier, plain (``baseline``) or with ICASC (``icasc-gradcam``, ``icasc``).
+"""Stage 1: train a classifier, plain (``baseline``) or with ICASC (``icasc-gradcam``, ``icasc``, and
+``<one of those>@<label>`` with its own ICASC loss settings from ``classify.variant_overrides``).
 
 One epoch loop, readable top to bottom: seed, data, model, optimiser and schedule, then per
 batch the classification loss plus, for ICASC variants, the attention separation losses on the
-inner and last layers and the attention consistency loss (docs/method.md §2, Eq. 6). A checkpoint is
+inner and last layers and the attention consistency loss, weighted and optionally ramped up
+(docs/method.md §2, Eq. 6). A checkpoint is
 written atomically after every epoch; ``resume`` continues from the last one with the same RNG
 state, so an interrupted run ends with the same weights as an uninterrupted one. Under
 ``torchrun`` the model is wrapped in DistributedDataParallel and each process takes its share
@@ -11,6 +13,7 @@ of every global batch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -27,7 +30,7 @@ from sharpen_attention.attention import AttentionExtractor
 from sharpen_attention.classifiers import build_classifier, check_checkpoint
 from sharpen_core.checkpoints import (load_checkpoint, restore_training_state, save_checkpoint, training_state,
                                       unwrap)
-from sharpen_core.config import ClassifyConfig, Config, dump_toml
+from sharpen_core.config import VARIANT_NAME, ClassifyConfig, Config, ConfigError, dump_toml
 from sharpen_core.device import DistInfo, barrier, seed_everything, training_device
 from sharpen_core.records import config_part, fingerprint
 from sharpen_core.optim import Schedule, optimizer_from_config
@@ -36,7 +39,7 @@ from sharpen_core.threads import apply_plan
 
 from .augment import crop_boxes, random_resized_crop
 from .data import DecodedImages, SeededDataset, build_dataset, classification_transform, collate, collate_decoded
-from .icasc import attention_consistency_loss, attention_separation_loss, target_region
+from .icasc import attention_consistency_loss, attention_ramp, attention_separation_loss, target_region
 
 VARIANTS: dict[str, str | None] = {"baseline": None, "icasc-gradcam": "gradcam", "icasc": "channel"}
 """Variant name -> attention mechanism its ICASC losses use (None: classification loss only)."""
@@ -46,9 +49,32 @@ METRICS = "metrics.json"
 
 
 def check_variant(variant: str) -> str | None:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of: {', '.join(VARIANTS)}")
-    return VARIANTS[variant]
+    """The attention mechanism of ``variant``'s ICASC losses (None: the baseline); ``<base>@<label>`` is ``base``'s."""
+    base = variant.split("@", 1)[0]
+    if base not in VARIANTS or ("@" in variant and not VARIANT_NAME.fullmatch(variant)):
+        raise ConfigError(f"unknown variant {variant!r}; expected one of: {', '.join(VARIANTS)}, or an ICASC one "
+                          "+ '@<label>' (e.g. 'icasc@val') with a classify.variant_overrides table")
+    if "@" in variant and VARIANTS[base] is None:
+        raise ConfigError(f"variant {variant!r}: {base!r} has no ICASC losses to set per variant; use {base!r}")
+    return VARIANTS[base]
+
+
+def variant_config(cfg: Config, variant: str) -> Config:
+    """The config ``variant`` trains with (docs/method.md §2.6): for ``<base>@<label>``, ``[classify]`` with
+    ``classify.variant_overrides[variant]`` applied. The overrides table itself is emptied in every variant's
+    config, so a checkpoint's config hash depends on the settings it was trained with only."""
+    try:
+        check_variant(variant)
+    except ConfigError as e:
+        raise ConfigError(f"{cfg.source}: {e}") from None
+    overrides = cfg.classify.variant_overrides
+    if "@" in variant and variant not in overrides:
+        raise ConfigError(f"{cfg.source}: variant {variant!r} needs a [classify.variant_overrides.\"{variant}\"] "
+                          f"table (its ICASC loss settings); tables given: {', '.join(overrides) or 'none'}")
+    classify = dataclasses.replace(cfg.classify, **overrides.get(variant, {}), variant_overrides={})
+    out = dataclasses.replace(cfg, classify=classify)
+    out.source = cfg.source
+    return out
 
 
 # --------------------------------------------------------------------------- losses of one batch
@@ -103,7 +129,7 @@ def icasc_terms(maps_last: Tensor, maps_inner: Tensor, classes: Tensor, cfg: Cla
     per_pair = {
         "as_inner": attention_separation_loss(t_inner.float(), c_inner.float(), region_inner.float()),
         "as_last": attention_separation_loss(t_last.float(), c_last.float(), region_last.float()),
-        "ac": attention_consistency_loss(t_inner.float(), region_inner.float(), cfg.theta),
+        "ac": attention_consistency_loss(t_inner.float(), region_inner.float(), cfg.theta, hinge=cfg.ac_hinge),
     }
     counts = valid.sum(1).clamp(min=1).float()
     has_target = valid.any(1)
@@ -114,12 +140,21 @@ def icasc_terms(maps_last: Tensor, maps_inner: Tensor, classes: Tensor, cfg: Cla
     return IcascTerms(**out)
 
 
+def icasc_total(loss_cls: Tensor, terms: IcascTerms, c: ClassifyConfig, ramp: float = 1.0) -> Tensor:
+    """Eq. 6 with §2.5's weights and ramp: ``L_cls + r·w1·L_AS^inner + r·w2·L_AS^last + r·w3·L_AC``.
+
+    The products ``r·w`` are taken first (Python floats), so ``r = 1`` gives exactly the unramped sum.
+    """
+    return (loss_cls + (ramp * c.weight_as_inner) * terms.as_inner + (ramp * c.weight_as_last) * terms.as_last
+            + (ramp * c.weight_ac) * terms.ac)
+
+
 def compute_losses(model: nn.Module, extractor: AttentionExtractor | None, images: Tensor, batch: dict[str, Any],
-                   c: ClassifyConfig, multilabel: bool) -> tuple[Tensor, Tensor, IcascTerms | None]:
-    """Eq. 6 for one batch: ``L = L_cls + w·L_AS^inner + w·L_AS^last + w·L_AC`` (ICASC) or ``L_cls`` (baseline).
+                   c: ClassifyConfig, multilabel: bool, ramp: float = 1.0) -> tuple[Tensor, Tensor, IcascTerms | None]:
+    """Eq. 6 for one batch: :func:`icasc_total` (ICASC) or ``L_cls`` (baseline).
 
     ICASC variants take the logits and the differentiable maps of the target and most confusing
-    classes from the same forward pass.
+    classes from the same forward pass. ``ramp``: the factor r of §2.5 (:func:`classify.icasc.attention_ramp`).
     """
     if extractor is None:
         logits = model(images)
@@ -129,8 +164,7 @@ def compute_losses(model: nn.Module, extractor: AttentionExtractor | None, image
                        normalize=True, weight_grad=c.attention_weight_grad)
     terms = icasc_terms(result.maps["last"], result.maps["inner"], result.classes, c)
     loss_cls = classification_loss(result.logits, batch, multilabel)
-    loss = loss_cls + c.weight_as_inner * terms.as_inner + c.weight_as_last * terms.as_last + c.weight_ac * terms.ac
-    return loss, loss_cls, terms
+    return icasc_total(loss_cls, terms, c, ramp), loss_cls, terms
 
 
 # --------------------------------------------------------------------------- schedule
@@ -274,9 +308,10 @@ def set_up_training(cfg: Config, variant: str, out_dir: Path, device: torch.devi
                               extractor, start_epoch, history)
 
 
-def train_step(t: ClassifierTraining, batch: dict[str, Any],
-               epoch: int) -> tuple[Tensor, Tensor, IcascTerms | None, int]:
-    """One optimiser step on one batch: (loss, L_cls, ICASC terms or None, images).
+def train_step(t: ClassifierTraining, batch: dict[str, Any], epoch: int,
+               ramp: float = 1.0) -> tuple[Tensor, Tensor, IcascTerms | None, int]:
+    """One optimiser step on one batch: (loss, L_cls, ICASC terms or None, images); ``ramp`` as in
+    :func:`compute_losses`.
 
     With ``classify.augment = "batch"`` the uint8 batch is cropped, flipped and normalised here, as a
     function of (seed, epoch, image) (classify/augment.py)."""
@@ -288,7 +323,7 @@ def train_step(t: ClassifierTraining, batch: dict[str, Any],
     if c.channels_last and t.device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     with torch.autocast(t.device.type, enabled=t.use_amp):
-        loss, loss_cls, terms = compute_losses(t.model, t.extractor, images, batch, c, t.multilabel)
+        loss, loss_cls, terms = compute_losses(t.model, t.extractor, images, batch, c, t.multilabel, ramp)
     t.optimizer.zero_grad(set_to_none=True)
     t.scaler.scale(loss).backward()
     if t.dist_info.distributed and t.extractor is not None:
@@ -301,7 +336,11 @@ def train_step(t: ClassifierTraining, batch: dict[str, Any],
 
 def train_epoch(t: ClassifierTraining, epoch: int, progress: bool, batches_run: int,
                 stop_after_batches: int | None) -> tuple[dict[str, Any] | None, int]:
-    """One epoch of :func:`train_step`: (its metrics record, batches run so far); record None when stopped."""
+    """One epoch of :func:`train_step`: (its metrics record, batches run so far); record None when stopped.
+
+    The record holds the mean total loss and the unweighted terms; with ``classify.attention_rampup_steps > 0``
+    also ``attention_ramp``, the mean factor r (§2.5) over the epoch's steps (the terms' effective weight
+    is r times the term's weight)."""
     c = t.cfg.classify
     t.model.train()
     if c.freeze_bn:
@@ -312,6 +351,7 @@ def train_epoch(t: ClassifierTraining, epoch: int, progress: bool, batches_run: 
     if isinstance(t.dataset, SeededDataset):
         t.dataset.set_epoch(epoch)
     sums = {"loss": 0.0, "cls": 0.0, "as_inner": 0.0, "as_last": 0.0, "ac": 0.0}
+    ramp_sum, steps_run = 0.0, 0
     seen = 0
     t0 = time.perf_counter()
     bar = tqdm(total=t.steps_per_epoch, desc=f"{t.variant} epoch {epoch + 1}/{c.epochs}",
@@ -322,7 +362,9 @@ def train_epoch(t: ClassifierTraining, epoch: int, progress: bool, batches_run: 
         if stop_after_batches is not None and batches_run >= stop_after_batches:
             bar.close()
             return None, batches_run
-        loss, loss_cls, terms, n = train_step(t, batch, epoch)
+        ramp = attention_ramp(epoch * t.steps_per_epoch + step, c.attention_rampup_steps)  # global step: resume-safe
+        loss, loss_cls, terms, n = train_step(t, batch, epoch, ramp)
+        ramp_sum, steps_run = ramp_sum + ramp, steps_run + 1
         seen += n
         sums["loss"] += loss.item() * n
         sums["cls"] += loss_cls.item() * n
@@ -334,9 +376,12 @@ def train_epoch(t: ClassifierTraining, epoch: int, progress: bool, batches_run: 
         bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items() if terms is not None or k in ("loss",)})
         bar.update(1)
     bar.close()
-    return {"epoch": epoch + 1, "lr": t.optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - t0, "images": seen * t.dist_info.world_size,
-            **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}, batches_run
+    record = {"epoch": epoch + 1, "lr": t.optimizer.param_groups[0]["lr"],
+              "seconds": time.perf_counter() - t0, "images": seen * t.dist_info.world_size,
+              **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
+    if c.attention_rampup_steps > 0 and t.extractor is not None:
+        record["attention_ramp"] = ramp_sum / max(steps_run, 1)
+    return record, batches_run
 
 
 def save_training(t: ClassifierTraining, epoch: int) -> None:
@@ -362,7 +407,7 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
     run abruptly after that many batches in total, without a checkpoint for the unfinished
     epoch (used to test resumption).
     """
-    check_variant(variant)
+    cfg = variant_config(cfg, variant)
     c = cfg.classify
     out_dir = Path(out_dir)
     device, dist_info = training_device(cfg.run.device)

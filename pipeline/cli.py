@@ -142,7 +142,10 @@ def _stage_config(args: argparse.Namespace):
 
 
 def _cmd_classify_train(args: argparse.Namespace) -> int:
+    from classify.train import variant_config
+
     cfg = _stage_config(args)
+    variant_config(cfg, args.variant)  # an "<variant>@<label>" needs its overrides table: refused before any folder
     out = args.out or RunLayout(cfg.run.run_dir).classifier(args.variant)
     with folder_lock(out, hint="--out"):  # before the slow imports: a second writer is refused at once
         from classify.train import train_classifier
@@ -163,7 +166,16 @@ def _cmd_classify_evaluate(args: argparse.Namespace) -> int:
 
 
 def _build_classify_parser(sub: argparse._SubParsersAction) -> None:
-    from classify.train import VARIANTS
+    from classify.train import VARIANTS, check_variant
+
+    def variant_arg(name: str) -> str:
+        try:
+            check_variant(name)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e) if name.split("@")[0] in VARIANTS else
+                                             f"invalid choice: {name!r} (choose from {', '.join(VARIANTS)}, or an "
+                                             "ICASC one + '@<label>')") from None
+        return name
 
     p = sub.add_parser("classify", help="stage 1: train and evaluate VGG-19 / ResNet classifiers, baseline or ICASC",
                        description="Stage 1: multi-label (VOC layout) or single-label classifiers, trained plain "
@@ -176,7 +188,9 @@ def _build_classify_parser(sub: argparse._SubParsersAction) -> None:
                                     "maps). Writes checkpoint.pt (atomically, every epoch), metrics.json and "
                                     "config.toml. Under torchrun it trains with DistributedDataParallel.")
     _add_config_options(t)
-    t.add_argument("--variant", required=True, choices=list(VARIANTS), help="which variant to train")
+    t.add_argument("--variant", required=True, metavar="VARIANT", type=variant_arg,
+                   help=f"which variant to train: {', '.join(VARIANTS)}, or an ICASC one + '@<label>' with its "
+                        "classify.variant_overrides table (docs/method.md §2.6)")
     t.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR/classify/VARIANT)")
     t.add_argument("--weights", type=Path, default=None,
                    help="initial weights: a local state dict (e.g. ImageNet weights for offline use)")

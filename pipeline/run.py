@@ -82,7 +82,7 @@ def stage_hash(cfg: Config, stage: str) -> str:
 
 def check_run_config(cfg: Config) -> None:
     """Stage names, cue sets and mechanisms the config names must exist; list the valid ones."""
-    from classify.train import VARIANTS
+    from classify.train import VARIANTS, check_variant, variant_config
     from sharpen_attention.mechanisms import check_mechanism
 
     for stage in cfg.run.stages:
@@ -94,9 +94,11 @@ def check_run_config(cfg: Config) -> None:
             raise ConfigError(f"{cfg.source}: run.cue_sets entry {entry!r}: expected '<classifier variant>:"
                               f"<mechanism>', e.g. 'baseline:gradcam'")
         variant, mechanism = entry.split(":")
-        if variant not in VARIANTS:
+        try:
+            check_variant(variant)
+        except ConfigError:
             raise ConfigError(f"{cfg.source}: run.cue_sets entry {entry!r}: unknown classifier variant "
-                              f"{variant!r}; valid variants: {', '.join(VARIANTS)}")
+                              f"{variant!r}; valid variants: {', '.join(VARIANTS)}, or an ICASC one + '@<label>'") from None
         if variant not in cfg.classify.variants:
             raise ConfigError(f"{cfg.source}: run.cue_sets entry {entry!r} needs the {variant!r} classifier, "
                               f"but classify.variants = {cfg.classify.variants}")
@@ -111,9 +113,7 @@ def check_run_config(cfg: Config) -> None:
                 raise ConfigError(f"{cfg.source}: run.segment_cue_sets entry {entry!r} is not one of run.cue_sets "
                                   f"({', '.join(cfg.run.cue_sets)}); list cue sets from there, or [\"all\"]")
     for variant in cfg.classify.variants:
-        if variant not in VARIANTS:
-            raise ConfigError(f"{cfg.source}: classify.variants names an unknown variant {variant!r}; "
-                              f"valid variants: {', '.join(VARIANTS)}")
+        variant_config(cfg, variant)  # a known variant, and an overrides table for "<variant>@<label>"
     _check_cue_layer(cfg)
 
 

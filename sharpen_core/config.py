@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 import types
 import typing
@@ -76,6 +77,8 @@ class ClassifyConfig:
     train_split: str = ""  # "" = data.train_split
     val_split: str = ""  # "" = data.val_split
     weights: str = "none"  # "none" | "imagenet" | "builtin" (the built-in pretrained start, [pretrain]) | a local file
+    # "baseline" | "icasc-gradcam" | "icasc", or "<one of those>@<label>": that variant with the ICASC loss keys of
+    # variant_overrides["<name>"] (e.g. the paper's setting and one chosen on val side by side; docs/method.md §2.6)
     variants: list[str] = field(default_factory=lambda: ["baseline", "icasc-gradcam", "icasc"])
     image_size: int = 299
     augment: str = "batch"  # "batch" (crop + flip of uint8 batches in the training process) | "loader" (per sample)
@@ -102,6 +105,10 @@ class ClassifyConfig:
     weight_as_inner: float = 1.0
     weight_as_last: float = 1.0
     weight_ac: float = 1.0
+    ac_hinge: bool = False  # L_AC = max(0, θ − ...) (docs/method.md §2.4); false: unclipped, as the public code
+    attention_rampup_steps: int = 0  # the attention terms' weight rises linearly 0 -> 1 over these optimiser steps (§2.5)
+    # "<variant>@<label>" -> {key: value} of VARIANT_OVERRIDE_KEYS, e.g. [classify.variant_overrides."icasc@val"]
+    variant_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     target_region_grad: bool = False
     attention_weight_grad: bool = True  # ICASC maps differentiable through α too (docs/method.md §1); false: through A only
     amp: bool = True
@@ -234,6 +241,16 @@ REMOVED_KEYS: dict[str, str] = {
                        "(\"<classifier variant>:<mechanism>\" entries)",
 }
 
+# Keys whose value must be >= 0.
+NON_NEGATIVE: frozenset[str] = frozenset({"classify.weight_as_inner", "classify.weight_as_last", "classify.weight_ac",
+                                          "classify.attention_rampup_steps"})
+
+# The [classify] keys a variant "<base>@<label>" may set in classify.variant_overrides: ICASC's loss (docs/method.md §2).
+VARIANT_OVERRIDE_KEYS: tuple[str, ...] = ("sigma", "omega", "theta", "weight_as_inner", "weight_as_last", "weight_ac",
+                                          "ac_hinge", "attention_rampup_steps", "target_region_grad",
+                                          "attention_weight_grad")
+VARIANT_NAME = re.compile(r"[A-Za-z0-9_-]+@[A-Za-z0-9_.-]+")
+
 _SECTION_TYPES: dict[str, type] = {
     "run": RunConfig, "data": DataConfig, "classify": ClassifyConfig,
     "cues": CuesConfig, "segment": SegmentConfig, "eval": EvalConfig, "pretrain": PretrainConfig,
@@ -242,7 +259,15 @@ _SECTION_TYPES: dict[str, type] = {
 
 def _check_value(value: Any, annotation: Any, where: str) -> Any:
     """Return ``value`` converted to the field's type, or raise ConfigError naming ``where``."""
+    if annotation is Any:
+        return value
     origin = typing.get_origin(annotation)
+    if origin is dict:
+        key_type, item_type = typing.get_args(annotation)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return {_check_value(k, key_type, f"{where}"): _check_value(v, item_type, f"{where}.{k}")
+                for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):
             try:
@@ -290,7 +315,34 @@ def _section_from_dict(section: str, values: dict[str, Any], source: str) -> Any
                 f"{source}: unknown key '{section}.{key}'; valid keys of [{section}]: {', '.join(sorted(known))}"
             )
         kwargs[key] = _check_value(value, hints[key], f"{source}: {section}.{key}")
+        _check_range(f"{section}.{key}", kwargs[key], f"{source}: {section}.{key}")
+    if section == "classify" and "variant_overrides" in kwargs:
+        kwargs["variant_overrides"] = _check_variant_overrides(kwargs["variant_overrides"], hints, source)
     return cls(**kwargs)
+
+
+def _check_range(key: str, value: Any, where: str) -> None:
+    if key in NON_NEGATIVE and value < 0:
+        raise ConfigError(f"{where}: expected a value >= 0, got {value!r}")
+
+
+def _check_variant_overrides(tables: dict[str, dict[str, Any]], hints: dict[str, Any],
+                             source: str) -> dict[str, dict[str, Any]]:
+    """classify.variant_overrides: names "<variant>@<label>", keys of VARIANT_OVERRIDE_KEYS with their types."""
+    out = {}
+    for name, table in tables.items():
+        where = f"{source}: classify.variant_overrides.{name}"
+        if not VARIANT_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: a variant with overrides is named '<variant>@<label>' (letters, digits, "
+                              f"'_', '-', and '.' in the label), e.g. 'icasc@val'; got {name!r}")
+        out[name] = {}
+        for key, value in table.items():
+            if key not in VARIANT_OVERRIDE_KEYS:
+                raise ConfigError(f"{where}.{key}: not settable per variant; settable keys: "
+                                  f"{', '.join(VARIANT_OVERRIDE_KEYS)}")
+            out[name][key] = _check_value(value, hints[key], f"{where}.{key}")
+            _check_range(f"classify.{key}", out[name][key], f"{where}.{key}")
+    return out
 
 
 def _refuse_removed(key: str, where: str) -> None:
@@ -384,4 +436,6 @@ def _toml_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} as TOML")

@@ -1,4 +1,5 @@
-"""ICASC losses on hand-made maps: known values at the bounds, and gradients."""
+"""ICASC losses on hand-made maps: known values at the bounds, and gradients; the hinge on L_AC, the
+weights and the ramp-up of the attention terms (docs/method.md §2.4-2.5)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import math
 import pytest
 import torch
 
-from classify.icasc import attention_consistency_loss, attention_separation_loss, target_region
+from classify.icasc import attention_consistency_loss, attention_ramp, attention_separation_loss, target_region
+from classify.train import IcascTerms, icasc_total
+from sharpen_core.config import ClassifyConfig
 
 
 def _blob(top, left, h=4, w=4, size=8, value=1.0):
@@ -74,3 +77,112 @@ def test_shape_mismatch_is_an_error():
         attention_separation_loss(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4), torch.zeros(1, 2, 2))
     with pytest.raises(ValueError, match=r"\(N, h, w\)"):
         target_region(torch.zeros(4, 4))
+
+
+# --------------------------------------------------------------------------- hinge on L_AC (§2.4)
+def test_hinge_values():
+    m = _blob(1, 1)
+    inside = (m > 0).double()
+    half = inside.clone()
+    half[0, 1:3, :] = 0  # half of the map's mass inside
+    # all mass inside: θ − 1 = −0.2 unclipped, 0 with the hinge
+    assert attention_consistency_loss(m, inside, theta=0.8, hinge=True).item() == 0.0
+    # below θ the hinge changes nothing: 0.8 − 0.5 and 0.8 − 0
+    assert attention_consistency_loss(m, half, theta=0.8, hinge=True).item() == pytest.approx(0.3)
+    assert attention_consistency_loss(m, 1 - inside, theta=0.8, hinge=True).item() == pytest.approx(0.8)
+    # rows are independent: one above θ (0), one below (0.3)
+    both = attention_consistency_loss(torch.cat([m, m]), torch.cat([inside, half]), theta=0.8, hinge=True)
+    assert both.tolist() == pytest.approx([0.0, 0.3])
+
+
+def test_hinge_gradient_is_zero_above_theta():
+    m = _blob(1, 1).requires_grad_()
+    region = torch.zeros_like(m)
+    region[0, 1:5, 1:4] = 1.0  # 3/4 of the mass inside: θ = 0.5 is met, θ = 0.9 is not
+    attention_consistency_loss(m, region, theta=0.5, hinge=True).sum().backward()
+    assert torch.count_nonzero(m.grad) == 0
+    m.grad = None
+    attention_consistency_loss(m, region, theta=0.9, hinge=True).sum().backward()
+    assert torch.count_nonzero(m.grad) > 0
+
+
+def test_hinge_gradient_below_theta_matches_finite_differences():
+    torch.manual_seed(1)
+    t = torch.rand(3, 5, 5, dtype=torch.float64)
+    r = (torch.rand(3, 5, 5, dtype=torch.float64) > 0.7).double()  # ~30 % of the cells: fraction well below 0.9
+    assert bool((attention_consistency_loss(t, r, theta=0.9) > 0.05).all())
+    assert torch.autograd.gradcheck(lambda x: attention_consistency_loss(x, r, theta=0.9, hinge=True),
+                                    (t.requires_grad_(),))
+    # one entry by hand: central difference of the summed loss
+    t = t.detach()
+    t.requires_grad_()
+    attention_consistency_loss(t, r, theta=0.9, hinge=True).sum().backward()
+    h = 1e-6
+    plus, minus = t.detach().clone(), t.detach().clone()
+    plus[1, 2, 3] += h
+    minus[1, 2, 3] -= h
+    fd = (attention_consistency_loss(plus, r, 0.9, hinge=True).sum()
+          - attention_consistency_loss(minus, r, 0.9, hinge=True).sum()) / (2 * h)
+    assert t.grad[1, 2, 3].item() == pytest.approx(fd.item(), rel=1e-6)
+    # and the closed form: d/dM_k (θ − Σ M T / Σ M) = −(T_k − f) / Σ M, f the fraction inside
+    m = t.detach()[1]
+    f = (m * r[1]).sum() / m.sum()
+    assert t.grad[1, 2, 3].item() == pytest.approx((-(r[1, 2, 3] - f) / m.sum()).item(), rel=1e-6)
+
+
+def test_no_hinge_is_the_old_formula_exactly():
+    torch.manual_seed(2)
+    t = torch.rand(4, 6, 6)
+    r = torch.rand(4, 6, 6)
+    old = 0.8 - (t * r).flatten(1).sum(1) / (t.flatten(1).sum(1) + 1e-8)  # Eq. 5 as it was computed before
+    assert torch.equal(attention_consistency_loss(t, r, 0.8), old)
+    assert torch.equal(attention_consistency_loss(t, r, 0.8, hinge=False), old)
+
+
+# --------------------------------------------------------------------------- weights and ramp (§2.5)
+def _terms(requires_grad=False):
+    # dyadic values: every product and sum below is exact in float32
+    values = [torch.tensor(v, requires_grad=requires_grad) for v in (0.5, 0.25, 0.125, -0.0625)]
+    return values[0], IcascTerms(as_inner=values[1], as_last=values[2], ac=values[3])
+
+
+def test_weights_scale_each_term_exactly():
+    cls, terms = _terms(requires_grad=True)
+    c = ClassifyConfig(weight_as_inner=2.0, weight_as_last=0.5, weight_ac=4.0)
+    loss = icasc_total(cls, terms, c)
+    assert loss.item() == 0.5 + 2.0 * 0.25 + 0.5 * 0.125 + 4.0 * -0.0625
+    loss.backward()
+    assert [x.grad.item() for x in (cls, terms.as_inner, terms.as_last, terms.ac)] == [1.0, 2.0, 0.5, 4.0]
+    # a zero weight drops its term: with all three zero, L = L_cls
+    assert icasc_total(cls, terms, ClassifyConfig(weight_as_inner=0.0, weight_as_last=0.0, weight_ac=0.0)).item() == 0.5
+
+
+def test_ramp_multiplies_every_attention_weight():
+    cls, terms = _terms(requires_grad=True)
+    c = ClassifyConfig(weight_as_inner=2.0, weight_as_last=0.5, weight_ac=4.0)
+    loss = icasc_total(cls, terms, c, ramp=0.25)
+    assert loss.item() == 0.5 + 0.25 * (2.0 * 0.25 + 0.5 * 0.125 + 4.0 * -0.0625)
+    loss.backward()
+    assert [x.grad.item() for x in (cls, terms.as_inner, terms.as_last, terms.ac)] == [1.0, 0.5, 0.125, 1.0]
+    assert icasc_total(cls, terms, c, ramp=0.0).item() == 0.5
+
+
+def test_unit_weights_without_ramp_reproduce_the_old_loss_exactly():
+    torch.manual_seed(3)
+    cls, a, b, ac = torch.rand(4)  # arbitrary float32 values: the sum must agree bit for bit
+    c = ClassifyConfig()
+    old = cls + c.weight_as_inner * a + c.weight_as_last * b + c.weight_ac * ac  # Eq. 6 as it was computed before
+    new = icasc_total(cls, IcascTerms(as_inner=a, as_last=b, ac=ac), c, ramp=attention_ramp(0, 0))
+    assert torch.equal(new, old)
+
+
+def test_ramp_values():
+    n = 100
+    assert attention_ramp(0, n) == 0.0  # the first step: no attention terms yet
+    assert attention_ramp(25, n) == 0.25
+    assert attention_ramp(50, n) == 0.5  # mid
+    assert attention_ramp(99, n) == 0.99
+    assert attention_ramp(100, n) == 1.0 and attention_ramp(10_000, n) == 1.0  # the end and after
+    assert all(attention_ramp(s, 0) == 1.0 for s in (0, 1, 50))  # N = 0: no ramp
+    with pytest.raises(ValueError):
+        attention_ramp(0, -1)
