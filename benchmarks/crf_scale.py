@@ -1,6 +1,7 @@
 """Benchmark: what the dense CRF's spatial scale does to val mIoU on the built-in data (docs/method.md §5.1).
 
     OMP_NUM_THREADS=1 python benchmarks/crf_scale.py [--root builtin_data/small] [--seed 0] [--limit N]
+                                                     [--checkpoint RUN/segment/X/checkpoint.pt [--flip]]
 
 The built-in images are 96-160 px where DeepLab's CRF values (bilateral sxy 80, Gaussian sxy 3 pixels)
 were set for ~500 px VOC images. This script scores, with the project's own mIoU
@@ -19,20 +20,25 @@ were set for ~500 px VOC images. This script scores, with the project's own mIoU
 
 There is no trained segmenter here: the probabilities are synthetic, made from the ground truth
 (void counted as background) and deterministic from ``--seed`` and the image's index, in two
-regimes that stand for a segmenter's typical errors:
+regimes that stand for a segmenter's typical errors. Over the labels in play (background, the
+image's classes and one absent class drawn at random, the confusion a segmenter makes; every other
+label gets logit −10):
 
-- ``coarse``: ``softmax(5 · up(avgpool_8(onehot)) + 1.0 · up(N(0,1) on 16-px cells))``: blurred
+- ``coarse``: ``softmax(4 · up(avgpool_8(onehot)) + 1.0 · up(N(0,1) on 16-px cells))``: blurred
   boundaries of a stride-8 network and mild blob-shaped confusions;
-- ``noisy``: ``softmax(4 · up(avgpool_16(onehot)) + 2.0 · up(N(0,1) on 24-px cells))``: an
+- ``noisy``: ``softmax(3 · up(avgpool_16(onehot)) + 1.5 · up(N(0,1) on 24-px cells))``: an
   under-trained one (coarser, more and larger wrong blobs).
 
 ``up`` is bilinear upsampling to the image size; the noise is drawn per label. At training time the
 same recipe runs on the 16×16 grid with pooling 2 and 4 and noise cells of 4 and 6 grid cells.
 What it can tell: the direction and size of each setting's effect on such errors. What it cannot:
-which setting is best for a real segmenter (choose on val with the real predictions: issue 20's
-measurement moved four trained segmenters by −0.5 to +1.3 with ``"image"``). CRF parameters other
-than the spatial ones are the defaults (``CRFParams()``). Runs inline (one process); about 30 s
-with ``OMP_NUM_THREADS=1`` on the project's 2-core machine.
+which setting is best for a real segmenter (issue 20's measurement moved four trained segmenters by
+−0.5 to +1.3 with ``"image"``). For that, ``--checkpoint`` adds a test-time column ``segmenter``:
+that checkpoint's probabilities (``segment.predict.predict_probabilities``: the whole image at the
+checkpoint's input size, scale 1, flip with ``--flip``, ImageNet mean/std, CPU) on the images of
+``--root``'s val split, the dataset it should have been trained for (e.g. ``--root
+builtin_data/default`` for a demo run's segmenter, with ``--limit`` to keep it short). CRF parameters other
+than the spatial ones are the defaults (``CRFParams()``). Runs inline (one process).
 """
 
 from __future__ import annotations
@@ -54,11 +60,12 @@ TRAIN_GRID = 16  # the demo's cue grid (configs/demo.toml cues.grid)
 # regime: (sharpness, pooling of the one-hot, noise amplitude, noise cell) at test time (pixels)
 # and at training time (grid cells)
 REGIMES = {
-    "coarse": {"test": (5.0, 8, 1.0, 16), "train": (5.0, 2, 1.0, 4)},
-    "noisy": {"test": (4.0, 16, 2.0, 24), "train": (4.0, 4, 2.0, 6)},
+    "coarse": {"test": (4.0, 8, 1.0, 16), "train": (4.0, 2, 1.0, 4)},
+    "noisy": {"test": (3.0, 16, 1.5, 24), "train": (3.0, 4, 1.5, 6)},
 }
-TEST_SETTINGS: list[float | str] = [0.5, 1.0, "image", 2.0, 4.0, 8.0, 16.0]
-TRAIN_SETTINGS: list[float | str] = [4.0, 8.0, 12.0, 20.0, "grid", 48.0]
+OFF_LOGIT = -10.0  # labels out of play
+TEST_SETTINGS: list[float | str] = [1.0, "image", 2.0, 4.0, 8.0]
+TRAIN_SETTINGS: list[float | str] = [4.0, 8.0, 12.0, 20.0, "grid"]
 
 
 def synthetic_probs(mask: np.ndarray, regime: tuple[float, int, float, int], seed: int) -> np.ndarray:
@@ -69,14 +76,21 @@ def synthetic_probs(mask: np.ndarray, regime: tuple[float, int, float, int], see
     sharp, pool, amp, cell = regime
     h, w = mask.shape
     gt = np.where(mask == 255, 0, mask).astype(np.int64)
-    onehot = torch.from_numpy(np.eye(NUM_LABELS, dtype=np.float32)[gt].transpose(2, 0, 1).copy())[None]
+    rng = np.random.default_rng(seed)
+    present = set(np.unique(gt).tolist()) | {0}
+    absent = [c for c in range(1, NUM_LABELS) if c not in present]
+    in_play = sorted(present | {int(rng.choice(absent))})
+    onehot = torch.from_numpy((gt[None] == np.asarray(in_play)[:, None, None]).astype(np.float32))[None]
     coarse = F.interpolate(F.avg_pool2d(onehot, pool, ceil_mode=True), size=(h, w), mode="bilinear",
                            align_corners=False)
-    rng = np.random.default_rng(seed)
-    noise = torch.from_numpy(rng.standard_normal((1, NUM_LABELS, math.ceil(h / cell) + 1, math.ceil(w / cell) + 1),
+    noise = torch.from_numpy(rng.standard_normal((1, len(in_play), math.ceil(h / cell) + 1, math.ceil(w / cell) + 1),
                                                  dtype=np.float32))
     noise = F.interpolate(noise, size=(h, w), mode="bilinear", align_corners=False)
-    return torch.softmax(sharp * coarse + amp * noise, dim=1)[0].numpy()
+    logits = np.full((NUM_LABELS, h, w), OFF_LOGIT, dtype=np.float32)
+    logits[in_play] = (sharp * coarse + amp * noise)[0].numpy()
+    logits -= logits.max(0, keepdims=True)
+    probs = np.exp(logits)
+    return probs / probs.sum(0, keepdims=True)
 
 
 def _load(root: Path, limit: int) -> list[dict]:
@@ -122,16 +136,29 @@ def _label(setting: float | str, kind: str) -> str:
     return f"s = {setting:g}{note}"
 
 
-def test_time(items: list[dict], seed: int) -> list[tuple[str, dict[str, float], str]]:
-    """Rows (name, regime -> mIoU, the s range) at full resolution."""
+def segmenter_probs(items: list[dict], checkpoint: Path, flip: bool) -> list[np.ndarray]:
+    """The checkpoint's averaged softmax (21, H, W) of each image (see the module doc)."""
+    import torch
+
+    from segment.models import load_segmenter
+    from segment.predict import predict_probabilities
+
+    model, meta = load_segmenter(checkpoint, device="cpu", num_classes=NUM_LABELS)
+    model.eval()
+    size = int(meta["input_size"])
+    with torch.inference_mode():
+        return [predict_probabilities(model, it["image"], size, [1.0], flip, "cpu") for it in items]
+
+
+def test_time(items: list[dict], regimes: dict[str, list[np.ndarray]]) -> list[tuple[str, dict[str, float], str]]:
+    """Rows (name, regime -> mIoU, the s range) at full resolution; ``regimes``: name -> each image's probabilities."""
     from segment.crf import CRFParams, dense_crf, predict_scale
     from segment.predict import crf_labels
 
     masks = [it["mask"] for it in items]
     rows: dict[str, dict[str, float]] = {"no CRF": {}}
     spans: dict[str, str] = {"no CRF": ""}
-    for regime, spec in REGIMES.items():
-        probs = [synthetic_probs(it["mask"], spec["test"], seed + i) for i, it in enumerate(items)]
+    for regime, probs in regimes.items():
         plain = [p.argmax(0).astype(np.uint8) for p in probs]
         rows["no CRF"][regime] = _miou(plain, masks)
         for setting in TEST_SETTINGS:
@@ -168,7 +195,7 @@ def train_time(items: list[dict], seed: int) -> list[tuple[str, dict[str, float]
 
 
 def _print_table(title: str, rows: list[tuple[str, dict[str, float], str]], extra: str) -> None:
-    regimes = list(REGIMES)
+    regimes = list(rows[0][1])
     base = rows[0][1]
     print(title)
     print(f"| setting | s | {extra} | " + " | ".join(f"{r} mIoU (Δ)" for r in regimes) + " |")
@@ -190,13 +217,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--root", type=Path, default=ROOT / "builtin_data" / "small")
     p.add_argument("--limit", type=int, default=0, help="first N val images (0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic probabilities")
+    p.add_argument("--checkpoint", type=Path, help="a segmenter checkpoint: adds its probabilities as a column")
+    p.add_argument("--flip", action="store_true", help="with --checkpoint: average with the flipped image")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     items = _load(args.root, args.limit)
     sides = [max(it["image"].shape[:2]) for it in items]
     print(f"{len(items)} val images of {args.root} (long side {min(sides)}-{max(sides)} px), seed {args.seed}, "
           "synthetic probabilities (see the module doc)\n")
-    _print_table("Test time (full image; labels: background + argmax winners)", test_time(items, args.seed),
+    regimes = {name: [synthetic_probs(it["mask"], spec["test"], args.seed + i) for i, it in enumerate(items)]
+               for name, spec in REGIMES.items()}
+    if args.checkpoint is not None:
+        regimes["segmenter"] = segmenter_probs(items, args.checkpoint, args.flip)
+    _print_table("Test time (full image; labels: background + argmax winners)", test_time(items, regimes),
                  "bilateral sxy (px)")
     _print_table(f"Training time ({TRAIN_GRID}x{TRAIN_GRID} grid, all 21 labels; mIoU of argmax Q vs the shrunk truth)",
                  train_time(items, args.seed), "bilateral sxy (cells)")
