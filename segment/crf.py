@@ -9,6 +9,9 @@
 - Pairwise terms: a bilateral kernel (weight 10, ``sxy = 80/s``, ``srgb = 13``) and a Gaussian
   kernel (weight 3, ``sxy = 3/s``), Potts compatibility; 10 mean-field iterations. ``s`` = how much
   the image was shrunk (12 for 321 → 41 in SEC training, 1 on the full image at test time).
+  :func:`predict_scale` and :func:`train_scale` turn the config's settings into ``s``
+  (``segment.crf_predict_scale``: a number or ``"image"``, s = 500 / the image's long side;
+  ``segment.crf_train_scale``: a number or ``"grid"``, s = 12 · 41 / the grid side; docs/method.md §5.1).
 - pydensecrf holds the GIL while it runs (two threads take as long as one after the other), so
   :class:`CRFPool` parallelises over images with processes, started with ``spawn``, never
   ``fork``: the callers have torch (and its thread pools) loaded, and forking a multi-threaded
@@ -29,7 +32,55 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sharpen_core.config import CRF_SCALE_RULES
+
 UNARY_FLOOR = 1e-5  # smallest probability entering −log p (a unary of at most 11.5)
+
+# The spatial parameters' reference scales (docs/method.md §5.1).
+VOC_IMAGE_SIDE = 500  # long side of a typical PASCAL VOC image, the size DeepLab's sxy (80, 3) were set for
+SEC_GRID = 41  # SEC's cue / output grid (321 px input)
+SEC_TRAIN_SCALE = 12.0  # SEC's shrink factor for the constrain loss's CRF on that grid
+PREDICT_SCALE_RULE = CRF_SCALE_RULES["crf_predict_scale"]  # "image": s = VOC_IMAGE_SIDE / the image's long side
+TRAIN_SCALE_RULE = CRF_SCALE_RULES["crf_train_scale"]  # "grid": s = SEC_TRAIN_SCALE · SEC_GRID / the grid's side
+
+
+def _fixed_scale(setting: float | str, rule: str, key: str) -> float | None:
+    """A numeric setting as a float (None for ``rule``); ValueError naming ``key`` otherwise."""
+    if isinstance(setting, str):
+        if setting == rule:
+            return None
+        raise ValueError(f"{key} = {setting!r}: expected a positive number or {rule!r}")
+    if isinstance(setting, bool) or not isinstance(setting, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(setting) or setting <= 0:
+        raise ValueError(f"{key} = {setting!r}: expected a positive number or {rule!r}")
+    return float(setting)
+
+
+def predict_scale(setting: float | str, height: int, width: int) -> float:
+    """The test-time shrink factor ``s`` of an image of ``height`` × ``width`` (docs/method.md §5.1).
+
+    ``setting`` is ``segment.crf_predict_scale``: a positive number is ``s`` itself (1.0: DeepLab's
+    VOC values, sxy 80 and 3 pixels); ``"image"`` scales the spatial deviations with the image,
+    ``s = VOC_IMAGE_SIDE / max(height, width)`` (a 125 px image: s = 4, bilateral sxy 20 px).
+    """
+    fixed = _fixed_scale(setting, PREDICT_SCALE_RULE, "segment.crf_predict_scale")
+    if fixed is not None:
+        return fixed
+    return VOC_IMAGE_SIDE / float(max(int(height), int(width)))
+
+
+def train_scale(setting: float | str, grid: int | Sequence[int]) -> float:
+    """The shrink factor ``s`` of the constrain loss's CRF on a ``grid`` (side, or (h, w)) (docs/method.md §5.1).
+
+    ``setting`` is ``segment.crf_train_scale``: a positive number is ``s`` itself (12: SEC's);
+    ``"grid"`` keeps SEC's bilateral range as the same fraction of the grid side,
+    ``(80 / s) / g = (80 / 12) / 41``, i.e. ``s = 12 · 41 / g`` (g = 41: 12; g = 16: 30.75).
+    """
+    fixed = _fixed_scale(setting, TRAIN_SCALE_RULE, "segment.crf_train_scale")
+    if fixed is not None:
+        return fixed
+    side = max(int(g) for g in np.atleast_1d(np.asarray(grid)))
+    return SEC_TRAIN_SCALE * SEC_GRID / float(side)
 
 
 @dataclass
@@ -206,23 +257,24 @@ class CRFPool:
         return cls(seg_cfg.crf_processes, CRFParams.from_config(seg_cfg))
 
     def _prepare(self, images: Sequence[np.ndarray], probs: Sequence[np.ndarray],
-                 labels: Sequence[Sequence[int] | None] | None, scale: float) -> list[tuple]:
+                 labels: Sequence[Sequence[int] | None] | None, scale: float | Sequence[float]) -> list[tuple]:
         """Validate every input (ValueError naming the image's index); one job per image."""
         if self._closed:
             raise ValueError("CRFPool is closed")
         if labels is None:
             labels = [None] * len(images)
-        if not len(images) == len(probs) == len(labels):
-            raise ValueError(f"{len(images)} images, {len(probs)} probability maps and {len(labels)} label lists; "
-                             "expected one of each per image")
+        scales = [scale] * len(images) if isinstance(scale, (int, float, np.number)) else list(scale)
+        if not len(images) == len(probs) == len(labels) == len(scales):
+            raise ValueError(f"{len(images)} images, {len(probs)} probability maps, {len(labels)} label lists "
+                             f"and {len(scales)} scales; expected one of each per image")
         jobs = []
-        for i, (image, prob, lab) in enumerate(zip(images, probs, labels)):
+        for i, (image, prob, lab, s) in enumerate(zip(images, probs, labels, scales)):
             try:
-                selected = _check_inputs(image, prob, lab, scale)
+                selected = _check_inputs(image, prob, lab, s)
             except ValueError as e:
                 raise ValueError(f"image {i} of the batch: {e}") from None
             prob = np.asarray(prob)
-            task = None if len(selected) == 1 else (image, _selected(prob, selected), float(scale), self.params)
+            task = None if len(selected) == 1 else (image, _selected(prob, selected), float(s), self.params)
             jobs.append((task, selected, prob.shape))
         return jobs
 
@@ -232,12 +284,14 @@ class CRFPool:
         return 1
 
     def map(self, images: Sequence[np.ndarray], probs: Sequence[np.ndarray],
-            labels: Sequence[Sequence[int] | None] | None = None, scale: float = 1.0) -> list[np.ndarray]:
-        """:func:`dense_crf` of each (image, probs, labels) triple, in order."""
+            labels: Sequence[Sequence[int] | None] | None = None,
+            scale: float | Sequence[float] = 1.0) -> list[np.ndarray]:
+        """:func:`dense_crf` of each (image, probs, labels) triple, in order; ``scale``: one ``s`` for all, or one per image."""
         return self.map_async(images, probs, labels, scale).get()
 
     def map_async(self, images: Sequence[np.ndarray], probs: Sequence[np.ndarray],
-                  labels: Sequence[Sequence[int] | None] | None = None, scale: float = 1.0) -> Any:
+                  labels: Sequence[Sequence[int] | None] | None = None,
+                  scale: float | Sequence[float] = 1.0) -> Any:
         """Like :meth:`map`, returning at once an object whose ``.get()`` gives the list (inline: computed now).
 
         Only the selected planes travel to the workers and back; the full (L, H, W) arrays are

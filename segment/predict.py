@@ -9,7 +9,8 @@ For each image (docs/method.md §5, §7):
 2. the logits are upsampled bilinearly to the image size, soft-maxed, the flipped pass flipped
    back, and all passes averaged: ``p`` (L, H, W);
 3. ``OUT/pred/<id>.png`` is ``argmax p`` (no CRF); ``OUT/pred_crf/<id>.png`` the argmax of the
-   dense CRF (docs/method.md §5 parameters, scale 1, full resolution) of ``p`` and the image.
+   dense CRF (docs/method.md §5 parameters, full resolution, shrink factor ``segment.crf_predict_scale``:
+   1 = DeepLab's VOC values, "image" = 500 / the image's long side) of ``p`` and the image.
 
 The CRF runs over the labels present only (docs/method.md §5). At test time there are no image-level
 labels, so "present" means: background plus every label that wins at least one pixel of the
@@ -251,7 +252,7 @@ def set_up_prediction(cfg: Any, checkpoint: str | Path, split: str, out_dir: str
         "dataset": str(dataset.root.resolve()), "split": split, "images": len(dataset),
         "input_size": input_size, "scales": scales, "flip": bool(sc.predict_flip),
         "mean": list(cfg.data.mean), "std": list(cfg.data.std), "crf_params": _crf_params_dict(crf_params),
-        "crf_scale": 1.0, "crf_labels": "background + labels of the un-refined argmax",
+        "crf_scale": sc.crf_predict_scale, "crf_labels": "background + labels of the un-refined argmax",
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     # paths may change (a moved run folder); the checkpoint's content (sha256) and settings may not
@@ -306,7 +307,10 @@ def predict_chunk(p: Prediction, batch: list[dict[str, Any]], pool: Any, bar: tq
         crf_sets.append(labels)
     if not crf_ids:
         return None
-    return crf_ids, pool.map_async(crf_images, crf_probs, crf_sets, 1.0)
+    from .crf import predict_scale
+
+    scales = [predict_scale(p.cfg.segment.crf_predict_scale, *image.shape[:2]) for image in crf_images]
+    return crf_ids, pool.map_async(crf_images, crf_probs, crf_sets, scales)
 
 
 def write_crf_chunk(p: Prediction, ids: list[str], job: Any, bar: tqdm) -> float:

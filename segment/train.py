@@ -45,7 +45,7 @@ from sharpen_core.optim import Schedule, optimizer_from_config
 from sharpen_core.optim import make_scheduler as make_lr_scheduler
 from sharpen_core.threads import apply_plan
 
-from .crf import CRFParams, CRFPool
+from .crf import CRFParams, CRFPool, train_scale
 from .data import SegTrainDataset, check_supervision, collate, read_cue_record
 from .losses import constrain_loss, expansion_loss, floor_crf_probs, rescaled_decay, sec_probabilities, seeding_loss
 from .models import CheckpointMismatch, build_segmenter, check_segmenter_meta, param_groups, read_checkpoint, \
@@ -157,7 +157,8 @@ def sec_losses(logits: Tensor, batch: dict[str, Any], cfg: SegmentConfig, pool: 
     """The three SEC terms of a batch (docs/method.md §4) and their weighted sum ``loss``.
 
     ``logits`` (B, L, h, w) are resized bilinearly to the cue grid (g, g) when (h, w) differs.
-    The constrain term's ``Q`` is the CRF (docs/method.md §5, shrink factor ``crf_train_scale``) of
+    The constrain term's ``Q`` is the CRF (docs/method.md §5, shrink factor ``crf_train_scale``: a number or
+    "grid", :func:`segment.crf.train_scale`) of
     ``batch["small_image"]`` with the detached probabilities, over all labels (floored at 1e-4 and
     renormalised, as SEC) or the labels present in each image (``crf_train_labels``); it runs in
     ``pool`` while the other two terms are formed.
@@ -170,7 +171,7 @@ def sec_losses(logits: Tensor, batch: dict[str, Any], cfg: SegmentConfig, pool: 
     probs = sec_probabilities(logits)
     labels = batch["labels"]
     pending = pool.map_async(list(batch["small_image"].numpy()), list(probs.detach().cpu().numpy()),
-                             crf_train_labels(labels, cfg.crf_train_labels), cfg.crf_train_scale)
+                             crf_train_labels(labels, cfg.crf_train_labels), train_scale(cfg.crf_train_scale, grid))
     labels = labels.to(logits.device, non_blocking=True)
     terms = {
         "seed": seeding_loss(probs, cues),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import tomllib
 import types
@@ -171,6 +172,8 @@ class SegmentConfig:
     crf_gaussian_sxy: float = 3.0
     crf_iterations: int = 10
     crf_processes: int = 2
+    # test-time CRF shrink factor s (docs/method.md §5.1): a number (1.0 = DeepLab's VOC values) | "image" (500 / long side)
+    crf_predict_scale: float | str = 1.0
     predict_scales: list[float] = field(default_factory=lambda: [1.0])
     predict_flip: bool = True
     predict_crf: str = "both"  # "on" | "off" | "both": write CRF-refined predictions, plain ones, or both
@@ -179,7 +182,8 @@ class SegmentConfig:
     seed_weight: float = 1.0  # SEC loss weights (docs/method.md §4: unit weights)
     expand_weight: float = 1.0
     constrain_weight: float = 1.0
-    crf_train_scale: float = 12.0  # s of docs/method.md §5 for the constrain loss's CRF (12 for 321 px -> 41x41)
+    # s of docs/method.md §5.1 for the constrain loss's CRF: a number (12: SEC's, 41x41 grid) | "grid" (12 * 41 / grid side)
+    crf_train_scale: float | str = 12.0
     crf_train_labels: str = "all"  # constrain loss's CRF over "all" labels, floored at 1e-4 (SEC) | "present" ones
     checkpoint_every: int = 200  # iterations between atomic checkpoints (and one at the end)
     flip: bool = True  # random horizontal flip in training
@@ -361,7 +365,21 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: '{name}' must be a [{name}] table, got {values!r}")
         sections[name] = _section_from_dict(name, values, source)
+    if "segment" in sections:
+        _check_crf_scales(sections["segment"], source)
     return Config(**sections, source=source)
+
+
+# segment.<key>: the word it takes besides a positive number (docs/method.md §5.1)
+CRF_SCALE_RULES = {"crf_predict_scale": "image", "crf_train_scale": "grid"}
+
+
+def _check_crf_scales(seg: SegmentConfig, source: str) -> None:
+    for key, rule in CRF_SCALE_RULES.items():
+        value = getattr(seg, key)
+        if value == rule or (isinstance(value, float) and math.isfinite(value) and value > 0):
+            continue
+        raise ConfigError(f"{source}: segment.{key} = {value!r}; expected a positive number or {rule!r}")
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
