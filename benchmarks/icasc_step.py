@@ -24,10 +24,10 @@ from sharpen_core.config import ClassifyConfig
 
 
 def make_step(arch: str, variant: str, batch: int, size: int, vjp: str = "vmap", seed: int = 0,
-              targets: int | None = None, weight_grad: bool = True):
+              targets: int | None = None, weight_grad: bool = True, output_stride: int = 32):
     """A closure running one training step of ``variant``; all variants see the same data."""
     torch.manual_seed(seed)
-    model = build_classifier(arch, 20)
+    model = build_classifier(arch, 20, output_stride=output_stride)
     model.train()
     c = ClassifyConfig(arch=arch, attention_weight_grad=weight_grad)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
