@@ -7,7 +7,9 @@ after ``pool5``; its attention layer conv5_4 sits before pool5, at stride 16, 16
 
 Weights: ``"none"`` (random initialisation), ``"imagenet"`` (torchvision's weights, downloaded
 by torchvision for users with internet), or a path to a local state dict or checkpoint (for
-offline use). ImageNet heads are dropped when loading: the new last layer starts at random.
+offline use), or ``"builtin:<key>"`` (the built-in pretrained start, docs/method.md §8). ImageNet
+heads and the built-in start's head are dropped when loading: the new last layer starts at random,
+as a classifier fine-tuned from ImageNet does; a local file's head is kept when it fits.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tvm
 
-from sharpen_core.pretrained import weights_file
+from sharpen_core.pretrained import is_builtin, weights_file
 from sharpen_core.checkpoints import CheckpointMismatch, load_checkpoint, read_state_dict
 
 ARCHS: dict[str, tuple[Any, Any]] = {
@@ -126,6 +128,7 @@ def build_classifier(arch: str, num_classes: int, weights: str = "none", output_
 
 def _build(arch: str, num_classes: int, weights: str) -> nn.Module:
     factory, imagenet = ARCHS[arch]
+    keep_head = not is_builtin(weights or "none")  # the pretrained start gives the body only (docs/method.md §8)
     weights = weights_file(weights or "none")  # "builtin:<key>" -> the cached file (sharpen_core/pretrained.py)
     if weights == "imagenet":
         model = factory(weights=imagenet)
@@ -147,7 +150,7 @@ def _build(arch: str, num_classes: int, weights: str) -> nn.Module:
             raise CheckpointMismatch(f"{path}: weights do not fit {arch}: {detail}")
         model.load_state_dict(body, strict=False)
         head_w, head_b = state.get(head_name + ".weight"), state.get(head_name + ".bias")
-        if head_w is not None and head_w.shape == own[head_name + ".weight"].shape and head_b is not None:
+        if keep_head and head_w is not None and head_w.shape == own[head_name + ".weight"].shape and head_b is not None:
             head(model).load_state_dict({"weight": head_w, "bias": head_b})
     return model
 

@@ -81,6 +81,7 @@ def test_pretrained_once_then_reused_and_the_same_start_everywhere(sharpen_cache
     assert len(body) > 100
     classifier = build_classifier(resolved.classify.arch, 20, resolved.classify.weights, 16).state_dict()
     encoder = build_segmenter(resolved.segment.model, resolved.segment.encoder, 21, resolved.segment.weights).state_dict()
+    assert not torch.equal(classifier["fc.weight"], weights["fc.weight"])  # a new head, as after ImageNet
     for k, v in body.items():
         assert torch.equal(classifier[k], v), k
         if not k.endswith("num_batches_tracked"):
