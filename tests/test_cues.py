@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from sharpen_attention.classifiers import CheckpointMismatch, build_classifier
-from conftest import TINY, make_tiny_voc
+from tiny_voc import TINY, make_tiny_voc
 from cues.extract import (
     extract_maps,
     is_complete,

@@ -29,7 +29,7 @@ from segment.models import (SEGMENTERS, CheckpointMismatch, build_segmenter, dec
 from segment.crf import CRFParams, CRFPool
 from segment.train import IterationBatchSampler, lr_factor, sec_losses, train_segmenter
 
-from conftest import make_tiny_voc
+from tiny_voc import make_tiny_voc
 
 GRID = 8
 REPO = Path(__file__).resolve().parent.parent

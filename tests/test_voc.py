@@ -16,7 +16,7 @@ from data.io import read_mask, write_mask
 from data.voc import VOCSegmentation, labels_from_mask, resolve_voc_root
 from pipeline.cli import main
 
-from conftest import TINY, make_tiny_voc
+from tiny_voc import TINY, make_tiny_voc
 
 
 def expected_label(image_id: str) -> np.ndarray:
