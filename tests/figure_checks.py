@@ -86,6 +86,7 @@ def read_csv_rows(path: Path, width: int) -> list[tuple]:
 def check_figures(run_dir: Path, report: dict, expect: set[str] | None = None) -> list[str]:
     """Every figure of ``report["figures"]`` as PNG (opens) and PDF (a page), its CSV = its report.json numbers."""
     drawn = [k for k, v in report["figures"].items() if v]
+    assert drawn, report.get("notes")
     if expect is not None:
         assert set(drawn) >= expect, report["notes"]
     for key in drawn:

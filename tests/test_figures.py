@@ -179,6 +179,7 @@ def test_readme_figures_script_copies_the_figures_and_writes_the_block(tmp_path)
     readme.parent.mkdir()
     readme.write_text(f"# x\n\n{script.BEGIN}\nOLD-BLOCK\n{script.END}\n")
     block = script.copy_figures(tmp_path / "run", readme)
+    assert script.README_FIGURES
     for name in script.README_FIGURES:
         for ext in (".png", ".pdf", ".csv"):
             assert (readme.parent / "docs" / "figures" / f"{name}{ext}").read_bytes() == \

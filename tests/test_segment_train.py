@@ -291,6 +291,7 @@ def test_resume_reproduces_uninterrupted_run(tiny, tmp_path):
     train_segmenter(cfg, tmp_path / "cut", cues_dir=cues, resume=True, progress=False)
     full = read_checkpoint(tmp_path / "full" / "checkpoint.pt")
     cut = read_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert full["model"].keys() == cut["model"].keys() and len(full["model"]) > 10
     for k, v in full["model"].items():
         assert torch.equal(cut["model"][k], v), k
     assert _history(tmp_path / "full") == _history(tmp_path / "cut")
