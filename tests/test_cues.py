@@ -352,7 +352,8 @@ def test_shards_cover_the_split_exactly_once(voc, checkpoint, tmp_path):
                      on_image=lambda image_id, n, ids=ids: ids.append(image_id))
         seen.append(ids)
     trainval = VOCSegmentation(voc, "trainval").ids
-    assert trainval == tiny_ids("trainval") and sorted(sum(seen, [])) == sorted(trainval)  # each image once, none left out
+    assert trainval == tiny_ids("trainval")
+    assert sorted(sum(seen, [])) == sorted(trainval)  # each image once, none left out
     assert [len(s) for s in seen] == [2, 2, 1]
     assert sorted(p.name for p in out.glob("extract_run*.json")) == [
         f"extract_run.shard-{i}-of-3.json" for i in range(3)]
