@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# GPU check: run configs/quick.toml on CUDA with AMP and print each stage's wall time and throughput.
+# GPU check: the CUDA-only tests (`pytest -m gpu`), then configs/quick.toml on CUDA with AMP, printing each
+# stage's wall time and throughput.
 # Usage (from the repository root, on a machine with an NVIDIA GPU):
 #   bash scripts/gpu_check.sh [RUN_DIR]
-# It installs the project into .venv if needed, refuses to run without CUDA, and prints a table
-# from the run's stage records (RUN_DIR/stages/*.json) and report.json.
+# It installs the project with its test tools into .venv if needed, refuses to run without CUDA, runs the
+# tests marked `gpu` (skipped everywhere else, CI included), and prints a table from the run's stage
+# records (RUN_DIR/stages/*.json) and report.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR="${1:-runs/gpu_check}"
 test -d .venv || python3 -m venv .venv
-.venv/bin/pip install -q -e .
+.venv/bin/pip install -q -e '.[test]'
 .venv/bin/python - <<'PY'
 import sys, torch
 if not torch.cuda.is_available():
     sys.exit("gpu_check: CUDA is not available on this machine (torch %s)" % torch.__version__)
 print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| CUDA", torch.version.cuda)
 PY
+.venv/bin/python -m pytest -q -p no:xdist -m gpu -rs
 rm -rf "$RUN_DIR"; mkdir -p "$(dirname "$RUN_DIR")"
 TIME=(); if [ -x /usr/bin/time ]; then TIME=(/usr/bin/time -v); fi
 "${TIME[@]}" .venv/bin/sharpen run --config configs/quick.toml --run-dir "$RUN_DIR" --device cuda \

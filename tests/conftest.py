@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny hand-made dataset in VOC layout, with known classes per image."""
+"""Shared fixtures: the tiny hand-made VOC dataset (tests/tiny_voc.py), the small built-in dataset, one quick run,
+and the `gpu` marker's skip where CUDA is absent."""
 
 from __future__ import annotations
 
@@ -11,55 +12,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from data.io import write_image, write_mask
-
-# id -> (split, classes drawn as rectangles); sizes vary so size checks mean something.
-TINY = {
-    "2007_000001": ("train", [15]),
-    "2007_000002": ("train", [1, 7]),
-    "2007_000003": ("train", [12, 8, 15]),
-    "2007_000004": ("val", [4]),
-    "2007_000005": ("val", [13, 15]),
-    "2008_000001": ("test", [10]),
-    "2008_000002": ("test", [17, 3]),
-}
-
-
-def make_tiny_voc(root: Path, with_masks: bool = True, with_annotations: bool = False,
-                  devkit: bool = True) -> Path:
-    """Write TINY in VOC layout under ``root`` (as ``root/VOCdevkit/VOC2012`` when ``devkit``)."""
-    voc = root / "VOCdevkit" / "VOC2012" if devkit else root
-    rng = np.random.default_rng(0)
-    lists: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for k, (image_id, (split, classes)) in enumerate(TINY.items()):
-        h, w = 40 + 4 * k, 56 - 2 * k
-        image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
-        mask = np.zeros((h, w), dtype=np.uint8)
-        for j, c in enumerate(classes):
-            top, left = 2 + 6 * j, 3 + 8 * j
-            mask[top:top + 14, left:left + 16] = c
-            mask[top + 14, left:left + 16] = 255  # a void border row
-        write_image(voc / "JPEGImages" / f"{image_id}.jpg", image)
-        if with_masks and split != "test":
-            write_mask(voc / "SegmentationClass" / f"{image_id}.png", mask)
-        if with_annotations:
-            from data.classes import VOC_CLASSES
-
-            objs = "".join(f"<object><name>{VOC_CLASSES[c]}</name><difficult>0</difficult></object>"
-                           for c in classes)
-            (voc / "Annotations").mkdir(parents=True, exist_ok=True)
-            (voc / "Annotations" / f"{image_id}.xml").write_text(
-                f"<annotation><filename>{image_id}.jpg</filename>{objs}</annotation>")
-        lists[split].append(image_id)
-    lists["trainval"] = lists["train"] + lists["val"]
-    sets = voc / "ImageSets" / "Segmentation"
-    sets.mkdir(parents=True, exist_ok=True)
-    for split, ids in lists.items():
-        (sets / f"{split}.txt").write_text("\n".join(ids) + "\n")
-    return voc
+from tiny_voc import make_tiny_voc
 
 
 @pytest.fixture
@@ -120,3 +75,17 @@ def sharpen_cache(tmp_path_factory) -> Path:
         os.environ.pop("SHARPEN_CACHE", None)
     else:
         os.environ["SHARPEN_CACHE"] = old
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests need CUDA: they are skipped, saying so, where torch sees none (CI, CPU machines);
+    ``scripts/gpu_check.sh`` runs them (``pytest -m gpu``) on a GPU machine."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="a `gpu` test: needs CUDA (scripts/gpu_check.sh runs them on a GPU machine)")
+        for item in gpu:
+            item.add_marker(skip)

@@ -7,8 +7,9 @@ import subprocess
 import time
 from pathlib import Path
 
-ROW_KEYS = {"classifier", "mechanism", "cls_map", "cls_auc", "attention_overlap", "cue_best_tau", "cue_miou",
-            "seed_precision", "seed_recall", "seg_miou", "seg_miou_crf"}
+from report_data import REQUIRED_ROW_KEYS
+
+ROW_KEYS = set(REQUIRED_ROW_KEYS)  # the measured columns of a report row
 
 
 def run_args(run_dir: Path, data_root: Path, *extra: str) -> list[str]:
@@ -37,15 +38,9 @@ def wait_for(path_glob: tuple[Path, str], proc: subprocess.Popen, count: int, ti
 
 def copy_finished_stages(ref_dir: Path, run_dir: Path, upto: str) -> None:
     """A run folder holding the reference run's stages up to ``upto`` (finished), nothing later."""
-    from pipeline.run import STAGES
+    from pipeline.run import STAGES, _clear_stages  # the driver's own clearing, as `sharpen run --from` does it
     from sharpen_core.layout import RunLayout
 
     shutil.copytree(ref_dir, run_dir)
-    layout = RunLayout(run_dir)
-    for stage in STAGES[STAGES.index(upto) + 1:]:
-        for p in [*layout.stage_outputs(stage), layout.stage_record(stage), layout.stage_started(stage)]:
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+    _clear_stages(RunLayout(run_dir), STAGES[STAGES.index(upto) + 1:])
     (run_dir / "run.json").unlink()

@@ -512,6 +512,7 @@ def test_layer_the_logits_ignore_gives_zero_maps(vjp: str) -> None:
 
 def test_size_and_normalisation(vgg: nn.Module, images: torch.Tensor) -> None:
     r = attention_maps(vgg, images, classes=[[0, 1], [2, 3]], layers=("last", "inner"), size="input")
+    assert set(r.maps) == {"last", "inner"}
     for m in r.maps.values():
         assert m.shape == (2, 2, 64, 64) and m.device == images.device
         peak = m.amax(dim=(-2, -1))

@@ -95,6 +95,8 @@ def test_layout_and_lists(built):
 def test_reader_reads_every_split(built, samples):
     root, _ = built
     assert [len(samples[s]) for s in ("train", "val")] == [SMALL["train"], SMALL["val"]]
+    for split in ("train", "val"):  # in the order of the split's list
+        assert [s["id"] for s in samples[split]] == [f"bi_{split}_{i:06d}" for i in range(SMALL[split])]
     assert len(VOCSegmentation(root, "trainval")) == SMALL["train"] + SMALL["val"]
     sample = samples["train"][0]
     assert sample["id"] == "bi_train_000000"
@@ -110,6 +112,7 @@ def test_reader_reads_every_split(built, samples):
 
 
 def test_labels_match_mask_classes(samples):
+    assert {split: len(items) for split, items in samples.items()} == {"train": SMALL["train"], "val": SMALL["val"]}
     for split, items in samples.items():
         for s in items:
             in_mask = {int(v) for v in np.unique(s["mask"])} - {0, IGNORE_INDEX}
@@ -121,6 +124,7 @@ def test_mask_values_and_void_band(built, samples):
     root, _ = built
     masks = [s["mask"] for items in samples.values() for s in items]
     masks += [read_mask(p) for p in sorted((root / "SegmentationClassTest").glob("*.png"))]
+    assert len(masks) == sum(SMALL.values())  # train, val and the held-back test masks
     for m in masks:
         values = {int(v) for v in np.unique(m)}
         assert values <= ALLOWED_MASK_VALUES
@@ -136,9 +140,14 @@ def test_mask_values_and_void_band(built, samples):
 
 def test_image_sizes(built):
     root, _ = built
-    for p in (root / "JPEGImages").glob("*.jpg"):
+    images = sorted((root / "JPEGImages").glob("*.jpg"))
+    assert len(images) == sum(SMALL.values())
+    sizes = set()
+    for p in images:
         h, w = read_image(p).shape[:2]
         assert 96 <= h <= 160 and 96 <= w <= 160, p.name
+        sizes.add((h, w))
+    assert len(sizes) > 10  # sizes vary
 
 
 def test_object_counts(built):
@@ -148,6 +157,7 @@ def test_object_counts(built):
         ids = {int(v) for v in np.unique(read_mask(p, num_classes=256))} - {0, IGNORE_INDEX}
         assert ids == set(range(1, len(ids) + 1)), p.name  # instances numbered 1..n
         counts.append(len(ids))
+    assert len(counts) == SMALL["train"] + SMALL["val"]
     assert min(counts) >= 1 and max(counts) <= 4
     assert len(set(counts)) == 4  # 1, 2, 3 and 4 objects all occur
 
@@ -183,6 +193,7 @@ def test_context_correlates_with_class(samples):
 def test_rerun_skips_and_keeps_files(built):
     root, _ = built
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    assert len(stamps) > 2 * sum(SMALL.values())  # images, class and instance masks, lists, manifest
     start = time.perf_counter()
     again = build_builtin_dataset(root, seed=0, size="small", workers=2, progress=False)
     assert time.perf_counter() - start < 1.0

@@ -10,13 +10,29 @@ import pytest
 from sharpen_core.config import Config, ConfigError, config_from_dict, dump_toml, load_config
 from sharpen_core.records import changed, config_part, fingerprint
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+CONFIG_DIR = Path(__file__).parent.parent / "configs"
+SHIPPED = ("demo.toml", "quick.toml", "study.toml", "study_gpu.toml", "voc_resnet18_cls.toml", "voc_vgg19_sec.toml")
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
-def test_shipped_configs_load(path):
+def test_every_shipped_config_is_checked():
+    """A config added to configs/ joins SHIPPED, and with it the check below."""
+    assert sorted(p.name for p in CONFIG_DIR.glob("*.toml")) == sorted(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_config_passes_the_run_check(name):
+    """Each shipped config loads, holds exactly the values its file sets, and passes what `sharpen run`
+    checks before it starts (stages, cue sets, mechanisms, variants, the cue layer of the architecture)."""
+    from pipeline.run import check_run_config
+
+    path = CONFIG_DIR / name
     cfg = load_config(path)
-    assert isinstance(cfg, Config) and cfg.source == str(path)
+    check_run_config(cfg)
+    assert cfg.source == str(path)
+    raw = tomllib.loads(path.read_text())
+    assert raw["run"]["name"] and cfg.run.cue_sets and cfg.run.stages
+    held = cfg.to_dict()  # every key the file sets holds the file's value (none dropped, renamed or defaulted)
+    assert {section: {key: held[section][key] for key in values} for section, values in raw.items()} == raw
 
 
 def test_defaults_follow_spec():
@@ -59,7 +75,7 @@ def test_overrides_are_typed(tmp_path):
                              "classify.amp=false", "classify.epochs=3", "classify.momentum=1"])
     assert cfg.classify.lr == 0.02 and cfg.cues.scales == [1.0, 0.5] and cfg.data.root == "/data/VOC2012"
     assert cfg.classify.amp is False and cfg.classify.epochs == 3
-    assert isinstance(cfg.classify.momentum, float)
+    assert cfg.classify.momentum == 1.0 and type(cfg.classify.momentum) is float  # an int given for a float key
 
 
 def test_override_errors():

@@ -126,6 +126,7 @@ def test_pool_matches_inline():
         reversed_ = pending.get()
         with pytest.raises(ValueError, match=r"image 1 of the batch.*\(3, 12, 16\)"):
             pool.map(images[:2], [probs[0], probs[0]], scale=2.0)
+    assert len(inline) == len(same) == len(pooled) == len(reversed_) == 5
     for a, b, c, d in zip(inline, same, pooled, reversed_[::-1]):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)

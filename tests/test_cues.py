@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from sharpen_attention.classifiers import CheckpointMismatch, build_classifier
-from conftest import TINY, make_tiny_voc
+from tiny_voc import TINY, make_tiny_voc, tiny_ids
 from cues.extract import (
     extract_maps,
     is_complete,
@@ -36,6 +36,7 @@ from cues.sec import (
 )
 from cues.show import jet, render_grid, with_colour_bar
 from data.classes import VOC_CLASSES
+from data.voc import VOCSegmentation
 from sharpen_core.errors import DatasetError
 from eval.segmentation import confusion_matrix, scores_from_confusion
 from pipeline.cli import main
@@ -271,7 +272,7 @@ def _arrays(folder: Path) -> dict[str, dict]:
 
 
 def _same(a: dict[str, dict], b: dict[str, dict]) -> None:
-    assert a.keys() == b.keys()
+    assert a and a.keys() == b.keys()
     for k in a:
         assert np.array_equal(a[k]["maps"], b[k]["maps"]), k
         assert np.array_equal(a[k]["classes"], b[k]["classes"]) and a[k]["id"] == b[k]["id"]
@@ -285,7 +286,8 @@ def full_run(voc, checkpoint, tmp_path_factory) -> Path:
 
 
 def test_extraction_outputs(full_run, voc):
-    ids = [i for i, (split, _) in TINY.items() if split == "train"]
+    ids = VOCSegmentation(voc, "train").ids  # the split's list in the dataset
+    assert ids == tiny_ids("train") and len(ids) == 3
     maps = _arrays(full_run)
     assert sorted(maps) == sorted(ids)
     for image_id, m in maps.items():
@@ -307,7 +309,9 @@ def test_scales_of_the_classifier_size_give_image_resolution_maps(voc, checkpoin
     cfg = _cfg(voc, "cues.scale_base=classify", "cues.scales=[1.0]", "cues.storage=uint8")
     record = extract_maps(cfg, checkpoint, "channel", tmp_path, split="val", progress=False)
     assert record["params"]["base_size"] == 32 and record["extracted"] == 2
-    for image_id, m in _arrays(tmp_path).items():
+    maps = _arrays(tmp_path)
+    assert sorted(maps) == VOCSegmentation(voc, "val").ids == tiny_ids("val")
+    for image_id, m in maps.items():
         h, w = np.asarray(Image.open(voc / "JPEGImages" / f"{image_id}.jpg")).shape[:2]
         assert m["maps"].shape[1:] == (h, w) and m["storage"] == "uint8"
 
@@ -347,7 +351,8 @@ def test_shards_cover_the_split_exactly_once(voc, checkpoint, tmp_path):
         extract_maps(cfg, checkpoint, "channel", out, split="trainval", shard=f"{i}/3", progress=False,
                      on_image=lambda image_id, n, ids=ids: ids.append(image_id))
         seen.append(ids)
-    trainval = [i for i, (split, _) in TINY.items() if split in ("train", "val")]
+    trainval = VOCSegmentation(voc, "trainval").ids
+    assert trainval == tiny_ids("trainval")
     assert sorted(sum(seen, [])) == sorted(trainval)  # each image once, none left out
     assert [len(s) for s in seen] == [2, 2, 1]
     assert sorted(p.name for p in out.glob("extract_run*.json")) == [
@@ -363,8 +368,10 @@ def test_all_classes_in_one_pass_match_ground_truth_maps(full_run, voc, checkpoi
     out = tmp_path / "all"
     extract_maps(_cfg(voc, "cues.classes=all"), checkpoint, "gradcampp", out, split="train", progress=False)
     gt, every = _arrays(full_run), _arrays(out)
+    assert sorted(every) == sorted(gt) == tiny_ids("train")
     for image_id, m in every.items():
         assert m["classes"].tolist() == list(range(1, 21))
+        assert len(gt[image_id]["maps"]) == len(gt[image_id]["classes"]) == len(TINY[image_id][1])
         for row, c in zip(gt[image_id]["maps"], gt[image_id]["classes"]):
             np.testing.assert_allclose(m["maps"][c - 1], row, atol=2e-3)
 
@@ -448,7 +455,7 @@ def test_adapter_mechanisms_are_cue_sets_with_known_maps(voc, checkpoint, tmp_pa
         for mechanism in (adapter, native):
             extract_maps(cfg, checkpoint, mechanism, tmp_path / mechanism, split="train", progress=False)
         got, want = _arrays(tmp_path / adapter), _arrays(tmp_path / native)
-        assert got.keys() == want.keys()
+        assert sorted(got) == sorted(want) == tiny_ids("train")
         for k in got:
             assert np.array_equal(got[k]["classes"], want[k]["classes"])
             np.testing.assert_allclose(got[k]["maps"], want[k]["maps"], atol=2e-3)

@@ -16,44 +16,10 @@ from sharpen_core.config import Config
 from pipeline.report import (ROW_FIELDS, compare_rows, format_value, main_table_markdown, mean_std,
                              readme_table_from_run, update_readme_table, write_report)
 
-REQUIRED_ROW_KEYS = ("classifier", "mechanism", "cls_map", "cls_auc", "attention_overlap", "cue_best_tau", "cue_miou",
-                     "seed_precision", "seed_recall", "seg_miou", "seg_miou_crf")
-CLASSES = ["background", "aeroplane", "bicycle", "bird"]
-TAUS = [0.1, 0.2, 0.3, 0.4]
-
-
-def _row(classifier: str, mechanism: str | None, base: float, maps_dir: str | None = None) -> dict:
-    return {"classifier": classifier, "mechanism": mechanism, "cls_map": 0.8 + base / 10, "cls_auc": 0.9512,
-            "attention_overlap": 0.1234, "cue_best_tau": 0.2, "cue_miou": base, "seed_precision": 0.71,
-            "seed_recall": 0.42, "seg_miou": base + 0.1, "seg_miou_crf": base + 0.12,
-            "per_class_iou": {c: base + 0.1 * k for k, c in enumerate(CLASSES)},
-            "tau_curve": {"tau": TAUS, "miou": [base - 0.05, base, base - 0.02, base - 0.1]}, "maps_dir": maps_dir}
-
-
-def _none_row() -> dict:
-    """A classifier without a cue set: only classification numbers."""
-    row = {k: None for k in REQUIRED_ROW_KEYS}
-    row.update({"classifier": "icasc", "mechanism": None, "cls_map": 0.85, "cls_auc": 0.97, "per_class_iou": {},
-                "tau_curve": None, "maps_dir": None})
-    return row
-
-
-def _summary(rows: list[dict] | None = None, **extra) -> dict:
-    s = {
-        "name": "demo", "config": Config().to_dict(), "config_source": "configs/demo.toml", "seeds": [0],
-        "rows": rows if rows is not None else [_row("baseline", "gradcam", 0.40), _row("baseline", "channel", 0.45),
-                                               _none_row()],
-        "full_supervision_miou": 0.70, "full_supervision_miou_crf": 0.75,
-        "full_per_class_iou": {c: 0.8 for c in CLASSES},
-        "stages": {"data": {"wall_seconds": 3.5, "peak_rss_mib": 120.0, "status": "done"},
-                   "classify": {"wall_seconds": 125.0, "peak_rss_mib": 900.5, "status": "done"},
-                   "report": {"status": "skipped"}},
-        "total_wall_seconds": 128.5, "peak_rss_mib": 900.5,
-        "submission": {"tarball": "runs/demo/submission.tar.gz", "segmenter": "baseline/channel", "test_miou": 0.5},
-        "dataset_root": "builtin_data", "val_split": "val", "cue_split": "train",
-    }
-    s.update(extra)
-    return s
+from report_data import REQUIRED_ROW_KEYS, TAUS
+from report_data import none_row as _none_row
+from report_data import row as _row
+from report_data import summary as _summary
 
 
 def _assert_png(path: Path, min_bytes: int = 2000) -> None:

@@ -158,7 +158,7 @@ def test_full_disk_fails_cleanly_and_resumes(quick_run, tmp_path, monkeypatch, c
 
 @pytest.mark.slow
 def test_figures_of_the_quick_run_and_sharpen_report_on_a_copy(quick_run, tmp_path, capsys):
-    from test_figures import check_figures
+    from figure_checks import check_figures
 
     run_dir, _, _ = quick_run
     report = json.loads((run_dir / "report.json").read_text())

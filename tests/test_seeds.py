@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import statistics
-from pathlib import Path
 
 import pytest
 
@@ -59,6 +58,7 @@ def test_two_seeds_aggregate_the_per_seed_reports(builtin_small, tmp_path):
     rows = {(r["classifier"], r["mechanism"]): r for r in report["rows"]}
     for item in claims["items"]:
         assert item["verdict"] in ("holds", "does not hold", "within noise") and not item["missing"]
+        assert item["comparisons"]
         for c in item["comparisons"]:
             better = rows[tuple(c["better"].split("/"))] if "/" in c["better"] else rows[(c["better"], "channel")]
             assert c["better_values"] == better[c["metric"] + "_values"]

@@ -24,6 +24,7 @@ from eval.predictions import HELD_BACK_TEST_MASKS, evaluate_prediction_folder
 from pipeline.cli import main
 from sharpen_core.config import Config
 from segment.crf import CRFParams, dense_crf
+from tiny_voc import tiny_ids
 from segment.predict import (CRF_SUBDIR, PRED_SUBDIR, batch_probabilities, crf_labels, predict_probabilities,
                              predict_split)
 from eval.submission import SUBMISSION_SUBDIR, validate_submission
@@ -115,6 +116,7 @@ def test_batched_images_match_one_at_a_time():
 
     batch = batch_probabilities(model, [scaled_square_inputs(im, 24, [0.75, 1.0]) for im in images],
                                 [im.shape[:2] for im in images], True, "cpu")
+    assert len(batch) == len(images) == 3
     for im, p in zip(images, batch):
         np.testing.assert_allclose(p, predict_probabilities(model, im, 24, [0.75, 1.0], True, "cpu"), atol=1e-5)
 
@@ -188,6 +190,7 @@ def test_predict_split_both_outputs_known_answers_and_resume(tiny_voc, standin, 
     model = _standin_model()
     params = CRFParams.from_config(cfg.segment)
     crf_ran = 0
+    assert ds.ids == tiny_ids("trainval")  # the images of the split's list, every one checked below
     for image_id in ds.ids:
         image = read_image(ds.image_path(image_id))
         p = predict_probabilities(model, image, 24, [0.75, 1.0], True, "cpu")
@@ -228,7 +231,8 @@ def test_predict_split_both_outputs_known_answers_and_resume(tiny_voc, standin, 
 def test_predict_split_crf_off_and_on_write_one_folder(tiny_voc, standin, tmp_path):
     cfg = _cfg(tiny_voc)
     off = predict_split(cfg, standin, "val", tmp_path / "off", crf="off", progress=False)
-    assert sorted(p.stem for p in (tmp_path / "off" / PRED_SUBDIR).glob("*.png")) == ["2007_000004", "2007_000005"]
+    assert sorted(p.stem for p in (tmp_path / "off" / PRED_SUBDIR).glob("*.png")) == tiny_ids("val") == [
+        "2007_000004", "2007_000005"]
     assert not (tmp_path / "off" / CRF_SUBDIR).exists() and list(off["scores"]) == [PRED_SUBDIR]
     on = predict_split(cfg, standin, "val", tmp_path / "on", crf="on", progress=False)
     assert not (tmp_path / "on" / PRED_SUBDIR).exists() and list(on["scores"]) == [CRF_SUBDIR]
@@ -277,7 +281,8 @@ def test_cli_predict_test_submission_then_eval(tiny_voc, standin, tmp_path, caps
     tarball = Path(record["submission"])
     assert tarball == out / "results.tar.gz" and "scores" not in record  # the test split is not scored here
     assert validate_submission(tarball, VOCSegmentation(tiny_voc, "test"))["images"] == 2
-    for image_id in ("2008_000001", "2008_000002"):
+    assert sorted(p.stem for p in (out / SUBMISSION_SUBDIR).glob("*.png")) == tiny_ids("test")
+    for image_id in tiny_ids("test"):
         assert np.array_equal(read_mask(out / SUBMISSION_SUBDIR / f"{image_id}.png"),
                               read_mask(out / CRF_SUBDIR / f"{image_id}.png"))
     capsys.readouterr()

@@ -108,7 +108,8 @@ def test_report_has_claims_and_a_leaderboard(tmp_path):
     report = build_report(summary)
     # one seed: the 0.02 floor only; (a) channel vs gradcampp cue mIoU +0.01 keeps (a) within noise
     assert [c["verdict"] for c in report["claims"]["items"]] == [NOISE, NOISE, HOLDS]
-    assert all(c["pooled_sd"] is None and c["threshold"] == 0.02 for c in report["claims"]["items"][0]["comparisons"])
+    assert report["claims"]["items"][0]["comparisons"] and all(
+        c["pooled_sd"] is None and c["threshold"] == 0.02 for c in report["claims"]["items"][0]["comparisons"])
     board = report["leaderboard"]
     assert [(e["rank"], e["mechanism"]) for e in board] == [(1, "layercam"), (2, "channel"), (3, "gradcampp"),
                                                             (4, "channel"), (5, "gradcam")]
@@ -189,8 +190,8 @@ def test_the_repository_readme_findings_are_those_of_results_study():
     report = json.loads((ROOT / "results" / "study" / "report.json").read_text())
     assert block.strip("\n") == findings_markdown(report).strip("\n")
     assert report["n_seeds"] == 3 and report["config_source"] == "configs/study.toml"
-    assert all(r["seeds_present"] == 3 and len(r["cue_miou_values"]) == 3 and None not in r["cue_miou_values"]
-               for r in report["rows"])
+    assert report["rows"] and all(r["seeds_present"] == 3 and len(r["cue_miou_values"]) == 3
+                                  and None not in r["cue_miou_values"] for r in report["rows"])
     assert len({e["mechanism"] for e in report["leaderboard"]}) >= 6
     for name in ("report.md", "figures/tau_curves.png"):
         assert (ROOT / "results" / "study" / name).is_file(), name

@@ -22,7 +22,7 @@ from pipeline.cli import main
 from eval.submission import SUBMISSION_SUBDIR, read_submission, validate_submission
 from segment.submission import pack_submission, write_submission
 
-from conftest import TINY, make_tiny_voc
+from tiny_voc import TINY, make_tiny_voc
 
 TEST_IDS = [i for i, (s, _) in TINY.items() if s == "test"]  # 2008_000001 (class 10), 2008_000002 (17, 3)
 

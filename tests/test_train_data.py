@@ -113,6 +113,7 @@ def test_segmenter_samples_are_the_same_cached_or_not(tiny_voc):
     plain = SegTrainDataset(voc, 24, supervision="full", seed=3)
     cached = SegTrainDataset(voc, 24, supervision="full", seed=3, cache_mib=1)
     assert cached.cache.enabled and not plain.cache.enabled
+    assert len(voc) == 3
     keys = [(e, i) for e in range(3) for i in range(len(voc))]
     for key in keys:
         a, b = plain[key], cached[key]

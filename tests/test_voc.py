@@ -16,7 +16,7 @@ from data.io import read_mask, write_mask
 from data.voc import VOCSegmentation, labels_from_mask, resolve_voc_root
 from pipeline.cli import main
 
-from conftest import TINY, make_tiny_voc
+from tiny_voc import TINY, make_tiny_voc, tiny_ids
 
 
 def expected_label(image_id: str) -> np.ndarray:
@@ -57,7 +57,7 @@ def test_root_may_be_any_level(tmp_path, level):
 
 def test_samples_have_image_mask_label_id(tiny_voc):
     ds = VOCSegmentation(tiny_voc, "trainval")
-    assert ds.masks and len(ds) == 5
+    assert ds.masks and ds.ids == tiny_ids("trainval")
     for i, image_id in enumerate(ds.ids):
         s = ds[i]
         assert s["id"] == image_id
@@ -76,7 +76,7 @@ def test_test_split_has_no_mask_or_label(tiny_voc):
 def test_labels_from_annotations_when_no_masks(tmp_path):
     voc = make_tiny_voc(tmp_path, with_masks=False, with_annotations=True)
     ds = VOCSegmentation(voc, "train")
-    assert not ds.masks
+    assert not ds.masks and ds.ids == tiny_ids("train")
     for i, image_id in enumerate(ds.ids):
         s = ds[i]
         assert "mask" not in s
