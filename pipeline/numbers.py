@@ -16,3 +16,8 @@ def hms(seconds: float) -> str:
     """``seconds`` as ``h:mm:ss`` (rounded to the second)."""
     s = int(round(float(seconds)))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def is_number(v: Any) -> bool:
+    """Whether ``v`` is a finite int or float (not a bool)."""
+    return finite_number(v) is not None

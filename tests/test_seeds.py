@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.report import ROW_FIELDS
+from pipeline.aggregate import ROW_FIELDS
 
 pytestmark = pytest.mark.slow
 
