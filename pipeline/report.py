@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from sharpen_core.errors import DatasetError
 from sharpen_core.io import write_bytes_atomic, write_json_atomic
 from sharpen_core.layout import RunLayout
 from sharpen_core.stage_records import StageRecord
@@ -123,7 +124,7 @@ def report_run(run_dir: str | Path, cfg: Any = None, seeds: Sequence[int] | None
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: run folder not found")
+        raise DatasetError(run_dir, "run folder not found")
     seeds = list(seeds) if seeds is not None else run_seeds(run_dir)
     if seeds is not None and cfg is None:
         summaries = []
