@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 from tqdm import tqdm
 
-from sharpen_core.io import write_json_atomic
+from sharpen_core.stage_records import EvaluationRecord
 from eval.classification import classification_report, ks_distance, target_and_confusing_probs, topk_accuracy
 from sharpen_attention.attention import AttentionExtractor
 from sharpen_attention.classifiers import build_classifier, check_checkpoint
@@ -87,7 +87,7 @@ def evaluate_classifier(cfg: Config, checkpoint: str | Path, split: str | None =
     result["attention_overlap"] = {m: float(torch.cat(v).mean()) for m, v in overlaps.items() if v}
     result["seconds"] = time.perf_counter() - t0
     if out_json is not None:
-        write_json_atomic(out_json, result)
+        EvaluationRecord.from_json(result).write(out_json)
     return result
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from sharpen_core.io import write_bytes_atomic, write_json_atomic
+from sharpen_core.io import write_bytes_atomic
 from sharpen_attention.attention import AttentionExtractor
 from sharpen_attention.classifiers import build_classifier, check_checkpoint
 from sharpen_core.checkpoints import (load_checkpoint, restore_training_state, save_checkpoint, training_state,
@@ -36,6 +36,8 @@ from sharpen_core.records import config_part, fingerprint
 from sharpen_core.optim import Schedule, optimizer_from_config
 from sharpen_core.optim import make_scheduler as make_lr_scheduler
 from sharpen_core.threads import apply_plan
+from sharpen_core.layout import CHECKPOINT_NAME
+from sharpen_core.stage_records import MetricsHistory
 
 from .augment import crop_boxes, random_resized_crop
 from .data import DecodedImages, SeededDataset, build_dataset, classification_transform, collate, collate_decoded
@@ -44,8 +46,8 @@ from .icasc import attention_consistency_loss, attention_ramp, attention_separat
 VARIANTS: dict[str, str | None] = {"baseline": None, "icasc-gradcam": "gradcam", "icasc": "channel"}
 """Variant name -> attention mechanism its ICASC losses use (None: classification loss only)."""
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.json"
+CHECKPOINT = CHECKPOINT_NAME
+METRICS = MetricsHistory.FILE
 
 
 def check_variant(variant: str) -> str | None:
@@ -395,7 +397,7 @@ def save_training(t: ClassifierTraining, epoch: int) -> None:
         "class_names": t.class_names, "epoch": epoch, "config_hash": fingerprint(config_part(t.cfg, "classifier")),
         "model": unwrap(t.model).state_dict(), **resume, "history": t.history,
     })
-    write_json_atomic(t.out_dir / METRICS, t.history)
+    MetricsHistory(t.history).write(t.out_dir / METRICS)
 
 
 def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: bool = False,
@@ -416,7 +418,8 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
     if state is not None and state["epoch"] >= c.epochs:
         if dist_info.is_main and progress:
             print(f"[classify {variant}] already trained ({ckpt_path}), skipped")
-        return json.loads((out_dir / METRICS).read_text())[-1] if (out_dir / METRICS).is_file() else {}
+        history = MetricsHistory.read(out_dir / METRICS)
+        return history.entries[-1] if history and history.entries else {}
     if state is not None and not resume:
         raise ValueError(f"{ckpt_path}: an unfinished run is here (epoch {state['epoch']}/{c.epochs}); "
                          "pass --resume to continue it, or use another output folder")

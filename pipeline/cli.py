@@ -461,7 +461,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _build_run_parser(sub: argparse._SubParsersAction) -> None:
-    from .run import STAGES as RUN_STAGES
+    from .plan import STAGES as RUN_STAGES
 
     p = sub.add_parser("run", help="run every stage in order from one config, and write the report",
                        description="Run the pipeline from one config: dataset, classifiers (baseline, "

@@ -1,6 +1,8 @@
 """``sharpen run``: every stage in order from one config, each writing its outputs under the run folder.
 
-Stages (``STAGES``), each a plain function below, readable top to bottom:
+Stages (``STAGES`` of :mod:`pipeline.plan`, which also says which cue sets and segmenters the config
+asks for), each a plain function below, readable top to bottom, given the run folder's layout and the
+stage's memory sampler (:class:`~pipeline.memory.StagePeak`; the report stage writes its own row with it):
 
 1. ``data``: build the built-in dataset if the config asks for it, then check every file.
 2. ``classify``: train each classifier variant (``classify.variants``), then evaluate it on val
@@ -39,119 +41,30 @@ from __future__ import annotations
 
 import copy
 import errno
-import json
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sharpen_core.config import Config, ConfigError, dump_toml
 from sharpen_core.errors import DatasetError, DiskFullError
 from sharpen_core.io import write_bytes_atomic, write_json_atomic
+from sharpen_core.layout import FULL_SUPERVISION, RunLayout
 from sharpen_core.lock import folder_lock, refuse_if_held
-from sharpen_core.config import Config, ConfigError, dump_toml
-from sharpen_core.layout import FULL_SUPERVISION, RunLayout, segmenter_name
-from sharpen_core.records import DEPENDS, config_part, fingerprint
-from sharpen_core.stage_records import PredictRecord, QualityRecord, StageRecord
+from sharpen_core.records import DEPENDS
+from sharpen_core.stage_records import EvaluationRecord, PredictRecord, QualityRecord, StageRecord, SubmissionRecord
 
-from .memory import StagePeak, children_high_water_mib, high_water_mib
+from .memory import StagePeak, children_high_water_mib
+from .plan import STAGES, check_run_args, cue_sets, cue_split, segmenters, stage_hash
+from .report import OwnStage, report_run
 
-STAGES = ("data", "classify", "cues", "segment", "predict", "report")
-
-
-# --------------------------------------------------------------------------- bookkeeping
-
-#: The running stage's memory tracker (the report stage reads it to write its own row).
-_STAGE_PEAK: StagePeak | None = None
-
-
-def _stage_peak_mib() -> float:
-    """The running stage's peak resident memory so far (MiB); the process's mark outside a stage."""
-    return _STAGE_PEAK.peak_mib() if _STAGE_PEAK is not None else high_water_mib()
-
-
-def stage_hash(cfg: Config, stage: str) -> str:
-    """Hash of everything ``stage``'s outputs depend on: its config part and every earlier stage's, and
-    the built-in generator's version when the run builds its data (a folder of another version is rebuilt)."""
-    part = config_part(cfg, [f"run.{name}" for name in STAGES[: STAGES.index(stage) + 1]])
-    if cfg.data.builtin:
-        from data.builtin import GENERATOR_VERSION
-
-        part["data.builtin_generator_version"] = GENERATOR_VERSION
-    return fingerprint(part)
-
-
-def check_run_config(cfg: Config) -> None:
-    """Stage names, cue sets and mechanisms the config names must exist; list the valid ones."""
-    from classify.train import VARIANTS, check_variant, variant_config
-    from sharpen_attention.mechanisms import check_mechanism
-
-    for stage in cfg.run.stages:
-        if stage not in STAGES:
-            raise ConfigError(f"{cfg.source}: run.stages names an unknown stage {stage!r}; "
-                              f"valid stages: {', '.join(STAGES)}")
-    for entry in cfg.run.cue_sets:
-        if entry.count(":") != 1:
-            raise ConfigError(f"{cfg.source}: run.cue_sets entry {entry!r}: expected '<classifier variant>:"
-                              f"<mechanism>', e.g. 'baseline:gradcam'")
-        variant, mechanism = entry.split(":")
-        try:
-            check_variant(variant)
-        except ConfigError:
-            raise ConfigError(f"{cfg.source}: run.cue_sets entry {entry!r}: unknown classifier variant "
-                              f"{variant!r}; valid variants: {', '.join(VARIANTS)}, or an ICASC one + '@<label>'") from None
-        if variant not in cfg.classify.variants:
-            raise ConfigError(f"{cfg.source}: run.cue_sets entry {entry!r} needs the {variant!r} classifier, "
-                              f"but classify.variants = {cfg.classify.variants}")
-        try:
-            check_mechanism(mechanism)
-        except ValueError as e:
-            raise ConfigError(f"{cfg.source}: run.cue_sets entry {entry!r}: {e}") from None
-    segmented = cfg.run.segment_cue_sets
-    if segmented != ["all"]:
-        for entry in segmented:
-            if entry not in cfg.run.cue_sets:
-                raise ConfigError(f"{cfg.source}: run.segment_cue_sets entry {entry!r} is not one of run.cue_sets "
-                                  f"({', '.join(cfg.run.cue_sets)}); list cue sets from there, or [\"all\"]")
-    for variant in cfg.classify.variants:
-        variant_config(cfg, variant)  # a known variant, and an overrides table for "<variant>@<label>"
-    _check_cue_layer(cfg)
-
-
-def _check_cue_layer(cfg: Config) -> None:
-    """``cues.layer`` ("last", "inner" or a module name) must exist in ``classify.arch`` (built on the meta device)."""
-    import torch
-
-    from sharpen_attention.classifiers import ARCHS, build_classifier
-    from sharpen_attention.attention import resolve_layers
-
-    if cfg.classify.arch not in ARCHS:
-        return  # the classify stage names the unknown architecture
-    with torch.device("meta"):
-        model = build_classifier(cfg.classify.arch, 20)
-    try:
-        resolve_layers(model, cfg.cues.layer)
-    except ValueError as e:
-        raise ConfigError(f"{cfg.source}: cues.layer: {str(e).split(' Available:')[0]}") from None
-
-
-def cue_sets(cfg: Config) -> list[tuple[str, str]]:
-    """``run.cue_sets`` as (classifier variant, mechanism) pairs."""
-    return [tuple(entry.split(":")) for entry in cfg.run.cue_sets]  # type: ignore[misc]
-
-
-def segmented_cue_sets(cfg: Config) -> list[tuple[str, str]]:
-    """The cue sets of ``run.segment_cue_sets`` (every cue set for ``["all"]``), in ``run.cue_sets`` order."""
-    chosen = cfg.run.segment_cue_sets
-    return [(v, m) for v, m in cue_sets(cfg) if chosen == ["all"] or f"{v}:{m}" in chosen]
-
-
-def cue_split(cfg: Config) -> str:
-    return cfg.eval.cue_split or cfg.data.train_split
+#: A stage: (config, run layout, progress, the stage's memory sampler) -> its outputs for the stage record.
+StageFunction = Callable[[Config, RunLayout, bool, StagePeak], dict[str, Any]]
 
 
 # --------------------------------------------------------------------------- stages
 
-def run_data_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
+def run_data_stage(cfg: Config, layout: RunLayout, progress: bool, peak: StagePeak) -> dict[str, Any]:
     """Build the built-in dataset if asked and missing, then check it; write ``data/summary.json``."""
     from data.check import check_dataset, format_summary
 
@@ -184,31 +97,31 @@ def _attention_mechanisms(cfg: Config, variant: str) -> list[str]:
     return list(dict.fromkeys(mechanisms or ["gradcam", "channel"]))
 
 
-def run_classify_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
+def run_classify_stage(cfg: Config, layout: RunLayout, progress: bool, peak: StagePeak) -> dict[str, Any]:
     """Train every classifier variant (resuming an interrupted one), then evaluate it on val."""
     from classify.evaluate import evaluate_classifier, format_evaluation
     from classify.train import train_classifier
 
     outputs = {}
     for i, variant in enumerate(cfg.classify.variants, 1):
-        out = layout.classifier(variant)
-        evaluation = out / "evaluation.json"
+        evaluation = layout.classifier_evaluation(variant)
         print(f"  classify [{i}/{len(cfg.classify.variants)}] {variant}")
         if not evaluation.is_file():
             t0 = time.perf_counter()
-            train_classifier(cfg, variant, out, resume=True, progress=progress)
+            train_classifier(cfg, variant, layout.classifier(variant), resume=True, progress=progress)
             train_seconds = time.perf_counter() - t0
-            result = evaluate_classifier(cfg, out / "checkpoint.pt", mechanisms=_attention_mechanisms(cfg, variant),
-                                         progress=progress)
-            result["train_wall_seconds"] = train_seconds
-            write_json_atomic(evaluation, result)
+            result = evaluate_classifier(cfg, layout.classifier_checkpoint(variant),
+                                         mechanisms=_attention_mechanisms(cfg, variant), progress=progress)
+            record = EvaluationRecord.from_json(result)
+            record.train_wall_seconds = train_seconds
+            record.write(evaluation)
             if progress:
                 print(format_evaluation(result))
         outputs[variant] = str(evaluation)
     return outputs
 
 
-def run_cues_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
+def run_cues_stage(cfg: Config, layout: RunLayout, progress: bool, peak: StagePeak) -> dict[str, Any]:
     """Extract, turn into SEC cues and score the maps of every cue set."""
     from cues.extract import extract_maps
     from cues.quality import comparison_table, evaluate_cues
@@ -225,7 +138,7 @@ def run_cues_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dic
         if existing is not None:
             result = existing.to_json()
         else:
-            extract_maps(cfg, layout.classifier(variant) / "checkpoint.pt", mechanism, maps_dir, split=split,
+            extract_maps(cfg, layout.classifier_checkpoint(variant), mechanism, maps_dir, split=split,
                          progress=progress)
             write_sec_cues(maps_dir, cfg.cues, progress=progress)
             result = evaluate_cues(cfg, maps_dir, split=cue_split(cfg), progress=progress)
@@ -236,43 +149,34 @@ def run_cues_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dic
     return outputs
 
 
-def _segmenters(cfg: Config, layout: RunLayout) -> list[tuple[str, Path | None, str]]:
-    """(name, cue folder or None, supervision) of every segmenter the run trains."""
-    out: list[tuple[str, Path | None, str]] = [
-        (segmenter_name(v, m), layout.cues(v, m, cfg.data.train_split), "sec") for v, m in segmented_cue_sets(cfg)]
-    if cfg.run.full_supervision:
-        out.append((FULL_SUPERVISION, None, "full"))
-    return out
-
-
-def run_segment_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
+def run_segment_stage(cfg: Config, layout: RunLayout, progress: bool, peak: StagePeak) -> dict[str, Any]:
     """Train one segmenter per cue set of ``run.segment_cue_sets``, and the fully-supervised reference."""
     from segment.train import train_segmenter
 
     outputs = {}
-    segmenters = _segmenters(cfg, layout)
-    for i, (name, cues_dir, supervision) in enumerate(segmenters, 1):
-        out = layout.segmenter(name)
-        print(f"  segment [{i}/{len(segmenters)}] {name}")
-        train_segmenter(cfg, out, cues_dir=cues_dir, supervision=supervision,
-                        resume=(out / "checkpoint.pt").is_file(), progress=progress)
-        outputs[name] = str(out / "checkpoint.pt")
+    planned = segmenters(cfg, layout)
+    for i, (name, cues_dir, supervision) in enumerate(planned, 1):
+        checkpoint = layout.segmenter_checkpoint(name)
+        print(f"  segment [{i}/{len(planned)}] {name}")
+        train_segmenter(cfg, layout.segmenter(name), cues_dir=cues_dir, supervision=supervision,
+                        resume=checkpoint.is_file(), progress=progress)
+        outputs[name] = str(checkpoint)
     return outputs
 
 
-def run_predict_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
+def run_predict_stage(cfg: Config, layout: RunLayout, progress: bool, peak: StagePeak) -> dict[str, Any]:
     """Predict val with every segmenter (without and with CRF); submit the best one on the test split."""
     from segment.predict import predict_split
 
     split = cfg.data.val_split
     outputs: dict[str, Any] = {}
     records = {}
-    segmenters = _segmenters(cfg, layout)
-    for i, (name, _, _) in enumerate(segmenters, 1):
-        print(f"  predict [{i}/{len(segmenters)}] {name} on {split}")
+    planned = segmenters(cfg, layout)
+    for i, (name, _, _) in enumerate(planned, 1):
+        print(f"  predict [{i}/{len(planned)}] {name} on {split}")
         out = layout.prediction(name, split)
-        records[name] = PredictRecord.from_json(predict_split(cfg, layout.segmenter(name) / "checkpoint.pt", split,
-                                                              out, crf=cfg.segment.predict_crf, progress=progress))
+        records[name] = predict_split(cfg, layout.segmenter_checkpoint(name), split, out,
+                                      crf=cfg.segment.predict_crf, progress=progress)
         outputs[name] = str(out / PredictRecord.FILE)
     weak = {n: r for n, r in records.items() if n != FULL_SUPERVISION}
     if cfg.run.submission and weak:
@@ -285,20 +189,18 @@ def run_predict_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> 
         test = cfg.data.test_split
         print(f"  predict: test-split submission of the best segmenter, {best}")
         out = layout.prediction(best, test)
-        record = PredictRecord.from_json(predict_split(cfg, layout.segmenter(best) / "checkpoint.pt", test, out,
-                                                       crf=cfg.segment.predict_crf, submission=True,
-                                                       progress=progress))
-        tarball = record.submission
-        submission: dict[str, Any] = {"segmenter": best, "split": test, "tarball": tarball, "test_miou": None}
-        if tarball:
+        record = predict_split(cfg, layout.segmenter_checkpoint(best), test, out, crf=cfg.segment.predict_crf,
+                               submission=True, progress=progress)
+        submission = SubmissionRecord(segmenter=best, split=test, tarball=record.submission)
+        if submission.tarball:
             from eval.predictions import evaluate_prediction_folder
 
             if _has_ground_truth(cfg.data.root, test):
-                scores = evaluate_prediction_folder(tarball, cfg.data.root, test, progress=progress)
-                submission["test_miou"] = scores.miou
-                submission["test_scores"] = scores.to_dict()
-        write_json_atomic(layout.root / "predict" / "submission.json", submission)
-        outputs["submission"] = str(layout.root / "predict" / "submission.json")
+                scores = evaluate_prediction_folder(submission.tarball, cfg.data.root, test, progress=progress)
+                submission.test_miou = scores.miou
+                submission.test_scores = scores.to_dict()
+        submission.write(layout.submission())
+        outputs["submission"] = str(layout.submission())
     return outputs
 
 
@@ -311,84 +213,16 @@ def _has_ground_truth(root: str | Path, split: str) -> bool:
     return split == "test" and (resolve_voc_root(root) / "SegmentationClassTest").is_dir()
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def collect_summary(cfg: Config, layout: RunLayout, skip_stages: Sequence[str] = ()) -> dict[str, Any]:
-    """Everything the report shows, read back from the stages' outputs (paths in it relative to the run
-    folder; the stage records of ``skip_stages`` left out)."""
-    split = cfg.data.val_split
-    rows = []
-    sets = cue_sets(cfg)
-    for variant in cfg.classify.variants:
-        evaluation = _read_json(layout.classifier(variant) / "evaluation.json") or {}
-        mechanisms = [m for v, m in sets if v == variant] or [None]
-        for mechanism in mechanisms:
-            row: dict[str, Any] = {
-                "classifier": variant, "mechanism": mechanism,
-                "cls_map": evaluation.get("map"), "cls_auc": evaluation.get("macro_auc"),
-                "attention_overlap": (evaluation.get("attention_overlap") or {}).get(mechanism) if mechanism else None,
-                "cue_best_tau": None, "cue_miou": None, "seed_precision": None, "seed_recall": None,
-                "seg_miou": None, "seg_miou_crf": None, "per_class_iou": {}, "tau_curve": None, "maps_dir": None,
-            }
-            if mechanism is not None:
-                maps_dir = layout.maps(variant, mechanism, cfg.data.train_split)
-                quality = QualityRecord.read(layout.quality(variant, mechanism, cfg.data.train_split))
-                if quality:
-                    row.update(cue_best_tau=quality.best_tau, cue_miou=quality.best_miou,
-                               cue_tau_at_edge=bool(quality.tau_at_edge),
-                               seed_precision=quality.seed_precision, seed_recall=quality.seed_recall,
-                               tau_curve={"tau": quality.tau, "miou": quality.miou}, maps_dir=str(maps_dir.relative_to(layout.root)))
-                predicted = PredictRecord.read(layout.prediction(segmenter_name(variant, mechanism), split) /
-                                               PredictRecord.FILE)
-                if predicted:
-                    row["seg_miou"] = predicted.miou_of(crf=False)
-                    row["seg_miou_crf"] = predicted.miou_of(crf=True)
-                    row["per_class_iou"] = predicted.best_scores().get("per_class_iou") or {}
-            rows.append(row)
-    full = PredictRecord.read(layout.prediction(FULL_SUPERVISION, split) / PredictRecord.FILE) \
-        if cfg.run.full_supervision else None
-    stages = {}
-    for stage in STAGES:
-        rec = None if stage in skip_stages else StageRecord.read(layout.stage_record(stage))
-        if rec:
-            stages[stage] = rec.timings()
-    submission = _read_json(layout.root / "predict" / "submission.json")
-    full_best = full.best_scores() if full else {}
-    return {
-        "name": cfg.run.name, "config": cfg.to_dict(), "config_source": cfg.source, "seeds": [cfg.run.seed],
-        "rows": rows,
-        "full_supervision_miou": full.miou_of(crf=False) if full else None,
-        "full_supervision_miou_crf": full.miou_of(crf=True) if full else None,
-        "full_per_class_iou": full_best.get("per_class_iou") or {},
-        "stages": stages,
-        "total_wall_seconds": sum(s.get("wall_seconds", 0.0) for s in stages.values()),
-        "peak_rss_mib": max([s.get("peak_rss_mib", 0.0) for s in stages.values()] or [0.0]),
-        "submission": submission, "dataset_root": cfg.data.root, "val_split": split, "cue_split": cue_split(cfg),
-        "classifiers": {v: {"map": e.get("map"), "per_class_ap": e.get("per_class_ap") or {},
-                            "history": _read_json(layout.classifier(v) / "metrics.json")}
-                        for v in cfg.classify.variants
-                        for e in [_read_json(layout.classifier(v) / "evaluation.json") or {}]},
-        "segmenters": {name: {"supervision": supervision,
-                              "history": _read_json(layout.segmenter(name) / "metrics.json")}
-                       for name, _, supervision in _segmenters(cfg, layout)},
-    }
-
-
-def run_report_stage(cfg: Config, layout: RunLayout, progress: bool = True) -> dict[str, Any]:
-    """Write ``report.md``, ``report.json`` and ``figures/`` from the stages' outputs (as ``sharpen report``)."""
-    from .report import report_run, stage_entry
-
-    t0 = time.perf_counter()
-    report = report_run(layout.root, cfg=cfg,
-                        own_stage=lambda: stage_entry(time.perf_counter() - t0, _stage_peak_mib()))
+def run_report_stage(cfg: Config, layout: RunLayout, progress: bool, peak: StagePeak) -> dict[str, Any]:
+    """Write ``report.md``, ``report.json`` and ``figures/`` from the stages' outputs (as ``sharpen report``),
+    with this stage's own row (its wall time, and ``peak``'s memory) in the stages table and figure."""
+    report = report_run(layout.root, cfg=cfg, own_stage=OwnStage(started=time.perf_counter(), peak=peak))
     print(f"  report: {layout.root / 'report.md'}; figures: "
           + ", ".join(Path(p).name for p in report["figures"].values() if p))
     return {"report": str(layout.root / "report.json")}
 
 
-STAGE_FUNCTIONS: dict[str, Callable[[Config, RunLayout, bool], dict[str, Any]]] = {
+STAGE_FUNCTIONS: dict[str, StageFunction] = {
     "data": run_data_stage, "classify": run_classify_stage, "cues": run_cues_stage,
     "segment": run_segment_stage, "predict": run_predict_stage, "report": run_report_stage,
 }
@@ -409,7 +243,8 @@ def _stage_status(cfg: Config, layout: RunLayout, stage: str) -> str:
     return "absent"
 
 
-def _clear_stages(layout: RunLayout, stages: list[str]) -> None:
+def clear_stages(layout: RunLayout, stages: Sequence[str]) -> None:
+    """Delete the outputs and the records (finished and started) of ``stages`` (what ``--from`` redoes)."""
     for stage in stages:
         for p in layout.stage_outputs(stage):
             if p.is_dir():
@@ -422,21 +257,18 @@ def _clear_stages(layout: RunLayout, stages: list[str]) -> None:
 
 
 def _run_stage(cfg: Config, layout: RunLayout, stage: str, progress: bool) -> dict[str, Any]:
-    global _STAGE_PEAK
     h = stage_hash(cfg, stage)
     StageRecord(stage=stage, config_hash=h).write(layout.stage_started(stage))
     t0 = time.perf_counter()
     try:
-        with StagePeak() as _STAGE_PEAK:
-            outputs = STAGE_FUNCTIONS[stage](cfg, layout, progress)
+        with StagePeak() as peak:
+            outputs = STAGE_FUNCTIONS[stage](cfg, layout, progress, peak)
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise DiskFullError(errno.ENOSPC, f"the disk filled up during stage {stage!r} ({e}); nothing "
                                               "finished is lost: free some space and run the same command "
                                               "again to resume") from None
         raise
-    finally:
-        peak, _STAGE_PEAK = _STAGE_PEAK, None
     record = StageRecord(stage=stage, config_hash=h, status="done", wall_seconds=time.perf_counter() - t0,
                          peak_rss_mib=peak.peak_mib(), children_peak_rss_mib=children_high_water_mib(),
                          outputs=outputs)
@@ -444,17 +276,10 @@ def _run_stage(cfg: Config, layout: RunLayout, stage: str, progress: bool) -> di
     return record.to_json()
 
 
-def _check_run_args(cfg: Config, from_stage: str | None, only: str | None) -> None:
-    for name, value in (("--from", from_stage), ("--only", only)):
-        if value is not None and value not in STAGES:
-            raise ConfigError(f"{name} {value!r}: unknown stage; valid stages: {', '.join(STAGES)}")
-    check_run_config(cfg)
-
-
 def run_one(cfg: Config, progress: bool = True, from_stage: str | None = None,
             only: str | None = None) -> dict[str, Any]:
     """Run the pipeline once (one seed) under ``cfg.run.run_dir``; return the run record."""
-    _check_run_args(cfg, from_stage, only)
+    check_run_args(cfg, from_stage, only)
     layout = RunLayout(Path(cfg.run.run_dir))
     layout.root.mkdir(parents=True, exist_ok=True)
     selected = [s for s in STAGES if s in cfg.run.stages]
@@ -462,7 +287,7 @@ def run_one(cfg: Config, progress: bool = True, from_stage: str | None = None,
         selected = [only]
     if from_stage is not None:
         selected = [s for s in selected if STAGES.index(s) >= STAGES.index(from_stage)]
-        _clear_stages(layout, [s for s in STAGES if STAGES.index(s) >= STAGES.index(from_stage)])
+        clear_stages(layout, [s for s in STAGES if STAGES.index(s) >= STAGES.index(from_stage)])
     # Refuse to mix configs before doing anything.
     for stage in STAGES:
         if _stage_status(cfg, layout, stage) == "other":
@@ -508,7 +333,7 @@ def run_pipeline(cfg: Config, progress: bool = True, from_stage: str | None = No
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: expected a positive number of seeds")
     refuse_if_held(cfg.run.run_dir, hint="--run-dir")  # at once, before the slower checks
-    _check_run_args(cfg, from_stage, only)  # bad arguments: no folder made, no lock taken
+    check_run_args(cfg, from_stage, only)  # bad arguments: no folder made, no lock taken
     # One writer per run folder (with --seeds, the top folder): a second `sharpen run` on it is refused.
     with folder_lock(Path(cfg.run.run_dir), hint="--run-dir"):
         return _run_locked(cfg, progress, from_stage, only, seeds)
@@ -533,8 +358,6 @@ def _run_locked(cfg: Config, progress: bool, from_stage: str | None, only: str |
     record = {"name": cfg.run.name, "config_source": cfg.source, "seeds": [cfg.run.seed + k for k in range(seeds)],
               "runs": records}
     if summaries:
-        from .report import report_run
-
         report_run(root, seeds=record["seeds"], each_seed=False)
         print(f"report over {seeds} seeds: {root / 'report.md'}")
     write_json_atomic(root / "run.json", record)

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.figures import FIGURE_TITLES  # noqa: E402
-from pipeline.report import update_readme_table  # noqa: E402
+from pipeline.readme import update_readme_table  # noqa: E402
 
 README_FIGURES = ("tau_curves", "per_class_iou")
 BEGIN, END = "<!-- report-figures:begin -->", "<!-- report-figures:end -->"

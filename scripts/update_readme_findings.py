@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sharpen_core.io import write_bytes_atomic  # noqa: E402
 from pipeline.claims import findings_markdown  # noqa: E402
-from pipeline.report import update_readme_table  # noqa: E402
+from pipeline.readme import update_readme_table  # noqa: E402
 
 BEGIN, END = "<!-- findings:begin -->", "<!-- findings:end -->"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from data.stats import dataset_stats, readme_stats_table  # noqa: E402
-from pipeline.report import update_readme_table  # noqa: E402
+from pipeline.readme import update_readme_table  # noqa: E402
 
 BEGIN, END = "<!-- dataset-stats:begin -->", "<!-- dataset-stats:end -->"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.report import readme_table_from_run  # noqa: E402
+from pipeline.readme import readme_table_from_run  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

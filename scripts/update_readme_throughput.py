@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.report import update_readme_table  # noqa: E402
+from pipeline.readme import update_readme_table  # noqa: E402
 
 BEGIN, END = "<!-- throughput:begin -->", "<!-- throughput:end -->"
 BENCHMARK = "benchmarks/train_throughput.py"

@@ -349,8 +349,9 @@ def save_prediction(p: Prediction, record: PredictRecord, submission: bool, prog
 
 
 def predict_split(cfg: Any, checkpoint: str | Path, split: str, out_dir: str | Path, crf: str = "both",
-                  submission: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Predict every image of ``split`` into ``out_dir/pred`` and/or ``out_dir/pred_crf``; return the record.
+                  submission: bool = False, progress: bool = True) -> PredictRecord:
+    """Predict every image of ``split`` into ``out_dir/pred`` and/or ``out_dir/pred_crf``; return the record
+    (as ``predict.json`` holds it).
 
     ``crf``: "off" writes ``pred`` only, "on" ``pred_crf`` only, "both" both. ``submission`` then
     writes the VOC test-server layout and tarball from ``pred_crf`` (``pred`` when crf is "off").
@@ -399,4 +400,4 @@ def predict_split(cfg: Any, checkpoint: str | Path, split: str, out_dir: str | P
         miou = "".join(f", mIoU {sub} {100 * v:.2f}" for sub, v in (record.miou or {}).items() if v is not None)
         print(f"[segment predict] {split}: {len(todo)} images predicted, {skipped} already done{rate}{miou} -> {out_dir}"
               + (f"; submission {record.submission}" if submission else ""))
-    return record.to_json()
+    return record

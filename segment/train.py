@@ -44,6 +44,8 @@ from sharpen_core.records import config_part, fingerprint
 from sharpen_core.optim import Schedule, optimizer_from_config
 from sharpen_core.optim import make_scheduler as make_lr_scheduler
 from sharpen_core.threads import apply_plan
+from sharpen_core.layout import CHECKPOINT_NAME
+from sharpen_core.stage_records import MetricsHistory
 
 from .crf import CRFParams, CRFPool, train_scale
 from .data import SegTrainDataset, check_supervision, collate, read_cue_record
@@ -51,8 +53,8 @@ from .losses import constrain_loss, expansion_loss, floor_crf_probs, rescaled_de
 from .models import CheckpointMismatch, build_segmenter, check_segmenter_meta, param_groups, read_checkpoint, \
     save_segmenter
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.json"
+CHECKPOINT = CHECKPOINT_NAME
+METRICS = MetricsHistory.FILE
 RECORD = "train.json"
 TERMS = ("seed", "expand", "constrain")
 
@@ -375,7 +377,7 @@ def save_training(t: SegmenterTraining, ckpt_path: Path, iteration: int) -> None
     resume = {} if iteration >= t.cfg.segment.iterations else \
         training_state(t.optimizer, t.scheduler, t.scaler, t.device)
     save_segmenter(ckpt_path, t.model, t.meta, extra={"config_hash": t.config_hash, **resume, "history": t.history})
-    write_json_atomic(ckpt_path.parent / METRICS, t.history)
+    MetricsHistory(t.history).write(ckpt_path.parent / METRICS)
 
 
 def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | None = None, supervision: str = "sec",

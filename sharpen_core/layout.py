@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .stage_records import EvaluationRecord, MetricsHistory, QualityRecord, SubmissionRecord
+
+CHECKPOINT_NAME = "checkpoint.pt"  # a trained classifier's or segmenter's checkpoint in its folder
 STAGE_RECORDS = "stages"
 CUES_SUBDIR = "sec"
 QUALITY_SUBDIR = "quality"  # the SEC cues inside a maps folder (``sharpen cues sec`` default)
@@ -40,6 +43,15 @@ class RunLayout:
     def classifier(self, variant: str) -> Path:
         return self.root / "classify" / variant
 
+    def classifier_checkpoint(self, variant: str) -> Path:
+        return self.classifier(variant) / CHECKPOINT_NAME
+
+    def classifier_evaluation(self, variant: str) -> Path:
+        return self.classifier(variant) / EvaluationRecord.FILE
+
+    def classifier_metrics(self, variant: str) -> Path:
+        return self.classifier(variant) / MetricsHistory.FILE
+
     def maps(self, variant: str, mechanism: str, split: str) -> Path:
         return self.root / "cues" / variant / mechanism / split
 
@@ -48,13 +60,23 @@ class RunLayout:
 
     def quality(self, variant: str, mechanism: str, split: str) -> Path:
         """The cue quality record (``sharpen cues evaluate``'s default folder)."""
-        return self.maps(variant, mechanism, split) / QUALITY_SUBDIR / "quality.json"
+        return self.maps(variant, mechanism, split) / QUALITY_SUBDIR / QualityRecord.FILE
 
     def segmenter(self, name: str) -> Path:
         return self.root / "segment" / name
 
+    def segmenter_checkpoint(self, name: str) -> Path:
+        return self.segmenter(name) / CHECKPOINT_NAME
+
+    def segmenter_metrics(self, name: str) -> Path:
+        return self.segmenter(name) / MetricsHistory.FILE
+
     def prediction(self, name: str, split: str) -> Path:
         return self.root / "predict" / name / split
+
+    def submission(self) -> Path:
+        """The record of the test-split submission (``sharpen run``'s predict stage)."""
+        return self.root / "predict" / SubmissionRecord.FILE
 
     def stage_outputs(self, stage: str) -> list[Path]:
         """What ``--from`` deletes to redo ``stage``."""

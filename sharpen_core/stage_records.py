@@ -1,7 +1,9 @@
-"""Typed records of the stages' JSON outputs, each read and written here only: ``quality.json``
-(cue quality, stage 2), ``predict.json`` (predictions, stage 3) and ``RUN/stages/<stage>.json``
-(``sharpen run``). The JSON keeps the field order below; fields in ``OPTIONAL`` are left out while
-they are None."""
+"""Typed records of the stages' JSON outputs, each read and written here only: ``metrics.json``
+(training history, stages 1 and 3), ``evaluation.json`` (classifier evaluation, stage 1),
+``quality.json`` (cue quality, stage 2), ``predict.json`` (predictions, stage 3),
+``RUN/predict/submission.json`` and ``RUN/stages/<stage>.json`` (``sharpen run``). The JSON keeps
+the field order below; fields in ``OPTIONAL`` are left out while they are None, so the files are
+those the untyped dicts wrote, key for key."""
 
 from __future__ import annotations
 
@@ -24,9 +26,13 @@ class JsonRecord:
     OPTIONAL: ClassVar[frozenset[str]] = frozenset()
     WHAT: ClassVar[str] = "record"
 
+    def omitted(self) -> set[str]:
+        """The fields left out of the JSON: those of ``OPTIONAL`` that are None."""
+        return {name for name in self.OPTIONAL if getattr(self, name) is None}
+
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if not (f.name in self.OPTIONAL and getattr(self, f.name) is None)}
+        left_out = self.omitted()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in left_out}
 
     def write(self, path: str | Path) -> None:
         write_json_atomic(path, self.to_json())
@@ -53,6 +59,73 @@ class JsonRecord:
         except (OSError, ValueError) as e:
             raise DatasetError(path, f"unreadable {cls.WHAT} ({e})") from None
         return cls.from_json(raw, path)
+
+
+# --------------------------------------------------------------------------- stages 1 and 3: metrics.json
+
+@dataclass
+class MetricsHistory:
+    """``metrics.json`` of ``classify train`` (one entry per epoch) and ``segment train`` (per logged iteration):
+    a JSON list of ``{"epoch"|"iteration": ..., <loss term>: ...}``."""
+
+    FILE: ClassVar[str] = "metrics.json"
+    WHAT: ClassVar[str] = "training history (metrics.json of `classify train` / `segment train`)"
+
+    entries: list[dict[str, Any]]
+
+    def write(self, path: str | Path) -> None:
+        write_json_atomic(path, self.entries)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "MetricsHistory | None":
+        """The history at ``path``, or None when there is none; DatasetError when it is unreadable."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise DatasetError(path, f"unreadable {cls.WHAT} ({e})") from None
+        if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
+            raise DatasetError(path, f"not a {cls.WHAT}: expected a list of objects")
+        return cls(raw)
+
+
+# --------------------------------------------------------------------------- stage 1: evaluation.json
+
+@dataclass
+class EvaluationRecord(JsonRecord):
+    """``classify/<variant>/evaluation.json``: the classifier on the val split. A multi-label dataset (VOC)
+    gives ``map``, ``macro_auc`` and ``per_class_ap``, a single-label one ``top1`` and ``top5``; the other
+    kind's fields are left out. ``train_wall_seconds``: written by ``sharpen run`` only."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"train_wall_seconds"})
+    MULTILABEL: ClassVar[tuple[str, ...]] = ("map", "macro_auc", "per_class_ap")
+    SINGLE_LABEL: ClassVar[tuple[str, ...]] = ("top1", "top5")
+    WHAT: ClassVar[str] = "classifier evaluation (evaluation.json of `sharpen classify evaluate`)"
+    FILE: ClassVar[str] = "evaluation.json"
+
+    checkpoint: str
+    variant: str | None
+    arch: str
+    split: str
+    images: int
+    map: float | None = None
+    macro_auc: float | None = None
+    top1: float | None = None
+    top5: float | None = None
+    ks_target_vs_confusing: float | None = None
+    per_class_ap: dict[str, float | None] | None = None
+    attention_overlap: dict[str, float] = field(default_factory=dict)
+    seconds: float | None = None
+    train_wall_seconds: float | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        return self.per_class_ap is not None
+
+    def omitted(self) -> set[str]:
+        return super().omitted() | set(self.SINGLE_LABEL if self.multilabel else self.MULTILABEL)
 
 
 # --------------------------------------------------------------------------- stage 2: quality.json
@@ -153,6 +226,24 @@ def read_predict_params(path: str | Path) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as e:
         raise DatasetError(path, f"unreadable prediction record ({e}); delete it or use another --out") from None
     return params
+
+
+# --------------------------------------------------------------------------- sharpen run: submission.json
+
+@dataclass
+class SubmissionRecord(JsonRecord):
+    """``RUN/predict/submission.json``: the test-split submission of the best weakly-supervised segmenter,
+    scored (``test_miou``, ``test_scores``) when the split has held-back masks."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"test_scores"})
+    WHAT: ClassVar[str] = "submission record of `sharpen run`"
+    FILE: ClassVar[str] = "submission.json"
+
+    segmenter: str
+    split: str
+    tarball: str | None
+    test_miou: float | None = None
+    test_scores: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------- sharpen run: stages/<stage>.json

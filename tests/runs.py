@@ -38,9 +38,9 @@ def wait_for(path_glob: tuple[Path, str], proc: subprocess.Popen, count: int, ti
 
 def copy_finished_stages(ref_dir: Path, run_dir: Path, upto: str) -> None:
     """A run folder holding the reference run's stages up to ``upto`` (finished), nothing later."""
-    from pipeline.run import STAGES, _clear_stages  # the driver's own clearing, as `sharpen run --from` does it
+    from pipeline.run import STAGES, clear_stages  # the driver's own clearing, as `sharpen run --from` does it
     from sharpen_core.layout import RunLayout
 
     shutil.copytree(ref_dir, run_dir)
-    _clear_stages(RunLayout(run_dir), STAGES[STAGES.index(upto) + 1:])
+    clear_stages(RunLayout(run_dir), STAGES[STAGES.index(upto) + 1:])
     (run_dir / "run.json").unlink()

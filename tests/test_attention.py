@@ -151,7 +151,7 @@ def test_a_registry_entry_drives_the_extractor(maxgrad: str) -> None:
 
 def test_a_registry_entry_drives_the_config_check_and_the_leaderboard(maxgrad: str) -> None:
     from pipeline.leaderboard import leaderboard
-    from pipeline.run import check_run_config
+    from pipeline.plan import check_run_config
     from sharpen_core.config import ConfigError, load_config
 
     check_run_config(load_config(None, [f'run.cue_sets=["baseline:{maxgrad}", "baseline:layercam"]']))

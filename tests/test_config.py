@@ -23,7 +23,7 @@ def test_every_shipped_config_is_checked():
 def test_shipped_config_passes_the_run_check(name):
     """Each shipped config loads, holds exactly the values its file sets, and passes what `sharpen run`
     checks before it starts (stages, cue sets, mechanisms, variants, the cue layer of the architecture)."""
-    from pipeline.run import check_run_config
+    from pipeline.plan import check_run_config
 
     path = CONFIG_DIR / name
     cfg = load_config(path)

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from pipeline.figures import DATA_FIGURES, FIGURE_TITLES
-from pipeline.report import (aggregate_classifiers, aggregate_training, build_report, training_curve,
-                             write_report)
+from pipeline.aggregate import aggregate_classifiers, aggregate_training, training_curve
+from pipeline.report import build_report, write_report
 from sharpen_core.plots import OKABE_ITO, Line, csv_cell, legend_labels
 from figure_checks import check_figures, read_csv_rows
 from report_data import CLASSES

@@ -114,7 +114,7 @@ def test_bad_variant_names_are_refused():
 
 
 def test_run_config_check_names_the_bad_variant(tmp_path):
-    from pipeline.run import check_run_config
+    from pipeline.plan import check_run_config
 
     cfg = load_config(REPO / "configs" / "quick.toml", ['classify.variants=["baseline", "icasc", "icasc@val"]',
                                                         'run.cue_sets=["icasc@val:channel"]'])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sharpen_core.layout import RunLayout, segmenter_for_cues, segmenter_name
+from sharpen_core.layout import CHECKPOINT_NAME, RunLayout, segmenter_for_cues, segmenter_name
 
 
 def test_each_cue_set_gets_its_own_segmenter_folder(tmp_path):
@@ -36,3 +36,18 @@ def test_cli_defaults_follow_the_layout(tmp_path, monkeypatch):
     checkpoint = calls["train"] / "checkpoint.pt"
     assert cli.main(["segment", "predict", *sets, "--checkpoint", str(checkpoint), "--quiet"]) == 0
     assert calls["predict"] == RunLayout(run).prediction("icasc-channel", "val")
+
+
+def test_the_files_of_a_run_have_one_name_each(tmp_path):
+    import classify.train
+    import segment.train
+
+    layout = RunLayout(tmp_path)
+    assert layout.classifier_checkpoint("icasc") == tmp_path / "classify" / "icasc" / "checkpoint.pt"
+    assert layout.segmenter_checkpoint("full") == tmp_path / "segment" / "full" / "checkpoint.pt"
+    assert layout.classifier_evaluation("icasc") == tmp_path / "classify" / "icasc" / "evaluation.json"
+    assert layout.classifier_metrics("icasc").name == layout.segmenter_metrics("full").name == "metrics.json"
+    assert layout.submission() == tmp_path / "predict" / "submission.json"
+    # the trainers write where the layout reads
+    assert classify.train.CHECKPOINT == segment.train.CHECKPOINT == CHECKPOINT_NAME == "checkpoint.pt"
+    assert classify.train.METRICS == segment.train.METRICS == layout.classifier_metrics("x").name

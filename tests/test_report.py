@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from sharpen_core.config import Config
-from pipeline.report import (ROW_FIELDS, compare_rows, format_value, main_table_markdown, mean_std,
-                             readme_table_from_run, update_readme_table, write_report)
+from pipeline.aggregate import ROW_FIELDS, compare_rows, mean_std
+from pipeline.readme import readme_table_from_run, update_readme_table
+from pipeline.report import write_report
+from pipeline.report_md import format_value, main_table_markdown
 
 from report_data import REQUIRED_ROW_KEYS, TAUS
 from report_data import none_row as _none_row

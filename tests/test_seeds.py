@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from pipeline.cli import main
-from pipeline.report import ROW_FIELDS
+from pipeline.aggregate import ROW_FIELDS
 
 pytestmark = pytest.mark.slow
 

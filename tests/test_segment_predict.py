@@ -202,20 +202,20 @@ def test_predict_split_both_outputs_known_answers_and_resume(tiny_voc, standin, 
         got = read_mask(out / CRF_SUBDIR / f"{image_id}.png")
         assert np.array_equal(got, expected) and set(np.unique(got)) <= set(labels)
     assert crf_ran >= 3  # the CRF really ran (several labels win pixels)
-    assert record["counts"] == {"images": 5, "predicted": 5, "skipped": 0}
-    assert record["meta"]["iteration"] == 7 and record["params"]["input_size"] == 24
+    assert record.counts == {"images": 5, "predicted": 5, "skipped": 0}
+    assert record.meta["iteration"] == 7 and record.params["input_size"] == 24
     for sub in (PRED_SUBDIR, CRF_SUBDIR):
         ref = evaluate_prediction_folder(out / sub, tiny_voc, "trainval", progress=False)
-        assert record["scores"][sub]["miou"] == pytest.approx(ref.miou) and record["miou"][sub] == pytest.approx(ref.miou)
-        assert set(record["scores"][sub]["per_class_iou"]) >= {"background", "person", "car"}
+        assert record.scores[sub]["miou"] == pytest.approx(ref.miou) and record.miou[sub] == pytest.approx(ref.miou)
+        assert set(record.scores[sub]["per_class_iou"]) >= {"background", "person", "car"}
     on_disk = json.loads((out / "predict.json").read_text())
     assert on_disk["status"] == "done" and on_disk["counts"]["predicted"] == 5 and "config" in on_disk
 
     before = {sub: _mtimes(out / sub) for sub in (PRED_SUBDIR, CRF_SUBDIR)}
     again = predict_split(cfg, standin, "trainval", out, crf="both", progress=False)
-    assert again["counts"] == {"images": 5, "predicted": 0, "skipped": 5}
+    assert again.counts == {"images": 5, "predicted": 0, "skipped": 5}
     assert {sub: _mtimes(out / sub) for sub in before} == before
-    assert again["scores"]["pred_crf"]["miou"] == record["scores"]["pred_crf"]["miou"]
+    assert again.scores["pred_crf"]["miou"] == record.scores["pred_crf"]["miou"]
 
     # a missing CRF output and a corrupt plain one: those two images are redone, identically
     saved = {sub: {p.name: p.read_bytes() for p in (out / sub).glob("*.png")} for sub in before}
@@ -223,7 +223,7 @@ def test_predict_split_both_outputs_known_answers_and_resume(tiny_voc, standin, 
     (out / PRED_SUBDIR / f"{ds.ids[3]}.png").write_bytes(b"half a png")
     (out / PRED_SUBDIR / f".{ds.ids[3]}.png.abc.tmp").write_bytes(b"left by a killed run")
     third = predict_split(cfg, standin, "trainval", out, crf="both", progress=False)
-    assert third["counts"] == {"images": 5, "predicted": 2, "skipped": 3}
+    assert third.counts == {"images": 5, "predicted": 2, "skipped": 3}
     assert {sub: {p.name: p.read_bytes() for p in (out / sub).glob("*.png")} for sub in before} == saved
     assert not list((out / PRED_SUBDIR).glob(".*.tmp"))
 
@@ -233,12 +233,12 @@ def test_predict_split_crf_off_and_on_write_one_folder(tiny_voc, standin, tmp_pa
     off = predict_split(cfg, standin, "val", tmp_path / "off", crf="off", progress=False)
     assert sorted(p.stem for p in (tmp_path / "off" / PRED_SUBDIR).glob("*.png")) == tiny_ids("val") == [
         "2007_000004", "2007_000005"]
-    assert not (tmp_path / "off" / CRF_SUBDIR).exists() and list(off["scores"]) == [PRED_SUBDIR]
+    assert not (tmp_path / "off" / CRF_SUBDIR).exists() and list(off.scores) == [PRED_SUBDIR]
     on = predict_split(cfg, standin, "val", tmp_path / "on", crf="on", progress=False)
-    assert not (tmp_path / "on" / PRED_SUBDIR).exists() and list(on["scores"]) == [CRF_SUBDIR]
+    assert not (tmp_path / "on" / PRED_SUBDIR).exists() and list(on.scores) == [CRF_SUBDIR]
     # adding the other output to a folder later is a resume, not a conflict
     both = predict_split(cfg, standin, "val", tmp_path / "off", crf="both", progress=False)
-    assert both["counts"]["predicted"] == 2 and (tmp_path / "off" / CRF_SUBDIR / "2007_000004.png").is_file()
+    assert both.counts["predicted"] == 2 and (tmp_path / "off" / CRF_SUBDIR / "2007_000004.png").is_file()
     with pytest.raises(ValueError, match="crf 'maybe'"):
         predict_split(cfg, standin, "val", tmp_path / "x", crf="maybe", progress=False)
 
@@ -278,7 +278,7 @@ def test_cli_predict_test_submission_then_eval(tiny_voc, standin, tmp_path, caps
     assert main(["segment", "predict", "--config", str(config), "--checkpoint", str(standin), "--split", "test",
                  "--out", str(out), "--crf", "on", "--submission", "--quiet"]) == 0
     record = json.loads((out / "predict.json").read_text())
-    tarball = Path(record["submission"])
+    tarball = Path(record.submission)
     assert tarball == out / "results.tar.gz" and "scores" not in record  # the test split is not scored here
     assert validate_submission(tarball, VOCSegmentation(tiny_voc, "test"))["images"] == 2
     assert sorted(p.stem for p in (out / SUBMISSION_SUBDIR).glob("*.png")) == tiny_ids("test")

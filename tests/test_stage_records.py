@@ -1,4 +1,5 @@
-"""Typed records of quality.json, predict.json and the stage records: one module reads and writes each."""
+"""Typed records of metrics.json, evaluation.json, quality.json, predict.json, submission.json and the stage
+records: one module reads and writes each, with the keys the untyped dicts had."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import json
 import pytest
 
 from sharpen_core.errors import DatasetError
-from sharpen_core.stage_records import PredictRecord, QualityRecord, StageRecord, read_predict_params, \
-    write_predict_running
+from sharpen_core.stage_records import EvaluationRecord, MetricsHistory, PredictRecord, QualityRecord, StageRecord, \
+    SubmissionRecord, read_predict_params, write_predict_running
 
 
 def _predict(**extra) -> PredictRecord:
@@ -60,3 +61,47 @@ def test_stage_record_started_and_done(tmp_path):
     done.write(tmp_path / "cues.json")
     assert StageRecord.read(tmp_path / "cues.json") == done
     assert list(done.timings()) == ["wall_seconds", "peak_rss_mib", "children_peak_rss_mib", "status"]
+
+
+def test_evaluation_record_keeps_the_keys_of_each_kind(tmp_path):
+    head = {"checkpoint": "c.pt", "variant": "icasc", "arch": "resnet18", "split": "val", "images": 3}
+    # a multi-label evaluation as classify/evaluate.py gives it (ks None is a value, kept), then sharpen run's time
+    multi = {**head, "map": 0.5, "macro_auc": 0.75, "ks_target_vs_confusing": None, "per_class_ap": {"cat": None},
+             "attention_overlap": {"gradcam": 0.25}, "seconds": 1.5, "train_wall_seconds": 9.0}
+    path = tmp_path / EvaluationRecord.FILE
+    EvaluationRecord.from_json(multi).write(path)
+    assert path.read_text() == json.dumps(multi, indent=2) + "\n"  # the bytes the dict gave
+    record = EvaluationRecord.read(path)
+    assert record.multilabel and record.map == 0.5 and record.attention_overlap == {"gradcam": 0.25}
+    single = {**head, "top1": 0.5, "top5": 1.0, "ks_target_vs_confusing": 0.125, "attention_overlap": {},
+              "seconds": 2.0}
+    assert list(EvaluationRecord.from_json(single).to_json().items()) == list(single.items())
+    assert not EvaluationRecord.from_json(single).multilabel
+    with pytest.raises(DatasetError, match=r"not a classifier evaluation .*missing \['images'\]"):
+        EvaluationRecord.from_json({k: v for k, v in head.items() if k != "images"}, path)
+
+
+def test_submission_record_leaves_out_scores_it_has_not(tmp_path):
+    path = tmp_path / SubmissionRecord.FILE
+    unscored = SubmissionRecord(segmenter="baseline-gradcam", split="test", tarball="t.tar.gz")
+    unscored.write(path)
+    assert json.loads(path.read_text()) == {"segmenter": "baseline-gradcam", "split": "test", "tarball": "t.tar.gz",
+                                            "test_miou": None}
+    scored = SubmissionRecord(segmenter="s", split="test", tarball=None, test_miou=0.5, test_scores={"miou": 0.5})
+    scored.write(path)
+    assert list(json.loads(path.read_text())) == ["segmenter", "split", "tarball", "test_miou", "test_scores"]
+    assert SubmissionRecord.read(path) == scored
+
+
+def test_metrics_history_round_trip_and_refusal(tmp_path):
+    path = tmp_path / MetricsHistory.FILE
+    assert MetricsHistory.read(path) is None
+    history = MetricsHistory([{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.25}])
+    history.write(path)
+    assert json.loads(path.read_text()) == history.entries and MetricsHistory.read(path) == history
+    path.write_text('{"epoch": 1}')
+    with pytest.raises(DatasetError, match=r"metrics.json: not a training history .*expected a list of objects"):
+        MetricsHistory.read(path)
+    path.write_text("[")
+    with pytest.raises(DatasetError, match=r"metrics.json: unreadable training history"):
+        MetricsHistory.read(path)

@@ -14,7 +14,8 @@ import pytest
 from pipeline.claims import FAILS, HOLDS, NOISE, UNMEASURED, compare, findings_markdown, judge, paper_claims, pooled_sd
 from sharpen_core.config import Config, load_config
 from pipeline.leaderboard import leaderboard, leaderboard_markdown
-from pipeline.report import build_report, report_markdown
+from pipeline.report import build_report
+from pipeline.report_md import report_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -211,7 +212,7 @@ def test_adapter_cue_set_without_grad_cam_is_a_config_error(tmp_path, monkeypatc
     assert "run.cue_sets" in err and "'scorecam'" in err and "pip install -e '.[cams]'" in err
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()  # refused before any work
     # native cue sets need nothing extra
-    from pipeline.run import check_run_config
+    from pipeline.plan import check_run_config
 
     check_run_config(load_config(ROOT / "configs" / "quick.toml"))
 
@@ -230,7 +231,7 @@ def test_cams_extra_is_declared():
 @pytest.mark.parametrize("name", ["study.toml", "study_gpu.toml"])
 def test_study_configs_load(name):
     from sharpen_attention.mechanisms import REGISTRY
-    from pipeline.run import check_run_config
+    from pipeline.plan import check_run_config
 
     cfg = load_config(ROOT / "configs" / name)
     check_run_config(cfg)
@@ -249,7 +250,7 @@ def test_study_configs_load(name):
                                            ("resnet18", "features.26", False), ("vgg19", "innr", False)])
 def test_cue_layer_is_checked_before_the_run(arch, layer, ok):
     from sharpen_core.config import ConfigError
-    from pipeline.run import check_run_config
+    from pipeline.plan import check_run_config
 
     cfg = load_config(ROOT / "configs" / "quick.toml", [f"classify.arch={arch}", f"cues.layer={layer}"])
     if ok:
@@ -262,17 +263,17 @@ def test_cue_layer_is_checked_before_the_run(arch, layer, ok):
 def test_segment_cue_sets_choose_the_segmenters_and_are_checked():
     from sharpen_core.config import ConfigError
     from sharpen_core.layout import RunLayout
-    from pipeline.run import _segmenters, check_run_config
+    from pipeline.plan import check_run_config, segmenters
 
     sets = '["baseline:gradcam", "baseline:layercam", "icasc:channel"]'
     cfg = load_config(ROOT / "configs" / "quick.toml", [f"run.cue_sets={sets}"])
     check_run_config(cfg)  # default ["all"]: every cue set gets a segmenter
-    assert [s[0] for s in _segmenters(cfg, RunLayout("r"))] == ["baseline-gradcam", "baseline-layercam",
+    assert [s[0] for s in segmenters(cfg, RunLayout("r"))] == ["baseline-gradcam", "baseline-layercam",
                                                                 "icasc-channel", "full"]
     cfg = load_config(ROOT / "configs" / "quick.toml", [f"run.cue_sets={sets}",
                                                          'run.segment_cue_sets=["icasc:channel", "baseline:gradcam"]'])
     check_run_config(cfg)
-    assert [(n, s) for n, _, s in _segmenters(cfg, RunLayout("r"))] == [
+    assert [(n, s) for n, _, s in segmenters(cfg, RunLayout("r"))] == [
         ("baseline-gradcam", "sec"), ("icasc-channel", "sec"), ("full", "full")]  # in run.cue_sets order
     cfg = load_config(ROOT / "configs" / "quick.toml", [f"run.cue_sets={sets}",
                                                          'run.segment_cue_sets=["baseline:channel"]'])
