@@ -41,7 +41,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from sharpen_core.errors import DatasetError
+from sharpen_core.errors import ConfigError, DatasetError, UsageError
 from sharpen_core.io import atomic_path, file_sha256, write_json_atomic
 from data.voc import VOCSegmentation
 from sharpen_attention.attention import ADAPTER_MECHANISMS, MECHANISMS, AttentionExtractor, max_normalize
@@ -59,15 +59,15 @@ AVERAGES = ("normalized", "raw")
 # --------------------------------------------------------------------------- small checks
 
 def check_mechanism(mechanism: str) -> str:
-    """The mechanism, or a ValueError listing the known ones (or saying pytorch-grad-cam is missing)."""
+    """The mechanism, or a UsageError listing the known ones (or saying pytorch-grad-cam is missing)."""
     if mechanism not in MECHANISMS and mechanism not in ADAPTER_MECHANISMS:
-        raise ValueError(f"unknown mechanism {mechanism!r}; expected one of: {', '.join(MECHANISMS)} "
+        raise UsageError(f"unknown mechanism {mechanism!r}; expected one of: {', '.join(MECHANISMS)} "
                          f"(native) or {', '.join(ADAPTER_MECHANISMS)} (pytorch-grad-cam)")
     if mechanism in ADAPTER_MECHANISMS:
         from sharpen_attention.gradcam_adapter import INSTALL_HINT, gradcam_available
 
         if not gradcam_available():
-            raise ValueError(f"mechanism {mechanism!r} runs through pytorch-grad-cam, which is not installed: "
+            raise UsageError(f"mechanism {mechanism!r} runs through pytorch-grad-cam, which is not installed: "
                              f"{INSTALL_HINT}")
     return mechanism
 
@@ -80,11 +80,11 @@ def parse_shard(text: str | Sequence[int] | None) -> tuple[int, int]:
         try:
             i, n = (int(v) for v in text.split("/"))
         except ValueError:
-            raise ValueError(f"--shard {text!r}: expected I/N with integers, e.g. 0/4") from None
+            raise UsageError(f"--shard {text!r}: expected I/N with integers, e.g. 0/4") from None
     else:
         i, n = (int(v) for v in text)
     if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"shard {i}/{n}: expected 0 <= I < N")
+        raise UsageError(f"--shard {i}/{n}: expected I/N with 0 <= I < N, e.g. 0/4")
     return i, n
 
 
@@ -98,11 +98,11 @@ def _check_cues_config(c: Any) -> None:
                ("scale_base", c.scale_base, SCALE_BASES), ("scale_average", c.scale_average, AVERAGES))
     for key, value, allowed in choices:
         if value not in allowed:
-            raise ValueError(f"unknown cues.{key} {value!r}; expected one of: {', '.join(allowed)}")
+            raise ConfigError(f"unknown cues.{key} {value!r}; expected one of: {', '.join(allowed)}")
     if not c.scales or any(s <= 0 for s in c.scales):
-        raise ValueError(f"cues.scales must be a non-empty list of positive numbers, got {c.scales}")
+        raise ConfigError(f"cues.scales must be a non-empty list of positive numbers, got {c.scales}")
     if c.batch_size < 1:
-        raise ValueError(f"cues.batch_size must be positive, got {c.batch_size}")
+        raise ConfigError(f"cues.batch_size must be positive, got {c.batch_size}")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -282,7 +282,7 @@ def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
         refuse_changed(path, "maps", read_extract_params(out_dir), params, ignore=("checkpoint",), folder=out_dir)
         return
     if has_maps:
-        raise ValueError(f"{out_dir / MAPS_SUBDIR}: map files without {PARAMS_FILE}; use another --out, or delete "
+        raise DatasetError(out_dir / MAPS_SUBDIR, f"map files without {PARAMS_FILE}; use another --out, or delete "
                          f"{out_dir} to start fresh")
     write_json_atomic(path, {"stage": "cues extract", "params": params})
 

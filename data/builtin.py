@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from .classes import IGNORE_INDEX, VOC_CLASSES
-from sharpen_core.errors import DatasetError
+from sharpen_core.errors import DatasetError, UsageError
 from .io import write_image, write_mask
 from sharpen_core.io import write_bytes_atomic, write_json_atomic
 
@@ -1165,9 +1165,9 @@ def build_builtin_dataset(out: str | Path, seed: int = 0, size: str = "default",
     The files are byte-identical for a seed and size whatever ``workers`` is.
     """
     if size not in BUILTIN_SIZES:
-        raise ValueError(f"unknown size {size!r}; expected one of: {', '.join(BUILTIN_SIZES)}")
+        raise UsageError(f"unknown size {size!r}; expected one of: {', '.join(BUILTIN_SIZES)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
     out = Path(out)
     manifest = out / MANIFEST_NAME

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sharpen_core.errors import UserError
+from sharpen_core.errors import UsageError, UserError
 from sharpen_core.layout import FULL_SUPERVISION, RunLayout, segmenter_for_cues
 from sharpen_core.lock import folder_lock
 
@@ -226,7 +226,7 @@ def _cmd_cues_evaluate(args: argparse.Namespace) -> int:
     from cues.quality import comparison_table, evaluate_cues, format_quality
 
     if args.out is not None and len(args.maps) > 1:
-        raise ValueError("--out needs a single --maps (each folder's results go to MAPS/quality by default)")
+        raise UsageError("--out needs a single --maps (each folder's results go to MAPS/quality by default)")
     cfg = _stage_config(args)
     results = []
     for maps in args.maps:
@@ -364,7 +364,7 @@ def _cmd_segment_train(args: argparse.Namespace) -> int:
     cfg = _stage_config(args)
     supervision = args.supervision or cfg.segment.supervision
     if supervision == "sec" and args.cues is None:
-        raise ValueError("`segment train` with supervision 'sec' needs --cues DIR (a folder written by "
+        raise UsageError("`segment train` with supervision 'sec' needs --cues DIR (a folder written by "
                          "`sharpen cues sec`); or use --supervision full")
     name = FULL_SUPERVISION if supervision == "full" else segmenter_for_cues(args.cues, cfg.data.train_split)
     out = args.out or RunLayout(cfg.run.run_dir).segmenter(name)

@@ -35,6 +35,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sharpen_core.errors import DatasetError
 from sharpen_core.io import write_bytes_atomic, write_json_atomic
 
 from .claims import claims_markdown, paper_claims
@@ -625,7 +626,7 @@ def _read_json_file(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); expected the file `sharpen run` wrote") from None
+        raise DatasetError(path, f"not valid JSON ({e}); expected the file `sharpen run` wrote") from None
 
 
 def _run_config(run_dir: Path) -> Any:
@@ -671,7 +672,7 @@ def report_run(run_dir: str | Path, cfg: Any = None, seeds: Sequence[int] | None
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: run folder not found")
+        raise DatasetError(run_dir, "run folder not found")
     seeds = list(seeds) if seeds is not None else _run_seeds(run_dir)
     if seeds is not None and cfg is None:
         summaries = []
@@ -703,20 +704,20 @@ def update_readme_table(readme_path: str | Path, table_md: str, begin: str = "<!
                         end: str = "<!-- report-table:end -->") -> None:
     """Replace the text between ``begin`` and ``end`` in the README with ``table_md`` (atomic write).
 
-    Raises ``ValueError`` naming the file when a marker is missing, repeated or out of order.
+    Raises :class:`DatasetError` naming the file when a marker is missing, repeated or out of order.
     """
     path = Path(readme_path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: README not found")
+        raise DatasetError(path, "README not found")
     text = path.read_text()
     for marker in (begin, end):
         count = text.count(marker)
         if count != 1:
-            raise ValueError(f"{path}: expected the marker {marker!r} exactly once, found it {count} times; "
+            raise DatasetError(path, f"expected the marker {marker!r} exactly once, found it {count} times; "
                              f"put {begin!r} and {end!r} on their own lines where the table goes")
     i, j = text.index(begin), text.index(end)
     if j < i:
-        raise ValueError(f"{path}: the marker {end!r} comes before {begin!r}")
+        raise DatasetError(path, f"the marker {end!r} comes before {begin!r}")
     new = text[:i + len(begin)] + "\n" + table_md.strip("\n") + "\n" + text[j:]
     write_bytes_atomic(path, new.encode())
 
@@ -725,7 +726,7 @@ def readme_table_from_run(run_dir: str | Path, readme_path: str | Path) -> str:
     """Regenerate the README table from ``run_dir/report.json``; return the table written."""
     path = Path(run_dir) / "report.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no report here; run `sharpen run` to the report stage first")
+        raise DatasetError(path, "no report here; run `sharpen run` to the report stage first")
     table = main_table_markdown(json.loads(path.read_text()))
     update_readme_table(readme_path, table)
     return table
