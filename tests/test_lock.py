@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from runs import copy_finished_stages, report_rows, run_args, wait_for
 
-from sharpen_core.errors import DatasetError
+from sharpen_core.errors import UserError
 from pipeline.cli import main
 from sharpen_core import lock as lockmod
 from sharpen_core.lock import LOCK_NAME, FolderLockedError, folder_lock, shard_lock_name
@@ -76,7 +76,7 @@ def test_second_writer_is_refused_at_once_naming_the_holder(hold, tmp_path):
             pytest.fail("a second writer got the lock")
     assert time.perf_counter() - t0 < 5.0  # refused, not waiting for the holder
     message = str(info.value)
-    assert isinstance(info.value, DatasetError)  # the CLI's exit status 2, one line
+    assert isinstance(info.value, UserError)  # the CLI's exit status 2, one line
     assert "\n" not in message
     assert message.startswith(f"{folder}: another process is writing this folder (pid {holder.pid} on ")
     assert f"`holder.py {folder}`" in message and ", started 20" in message and " UTC)" in message
