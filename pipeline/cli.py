@@ -9,7 +9,8 @@
     sharpen report                the report and figures of a run folder, redrawn from its JSON files
 
 Each stage also runs as ``python -m <package>`` (``python -m data build --out DIR``).
-Bad input exits with status 2 and one line ``error: <file>: <what was expected>``.
+Bad input (a :class:`~sharpen_core.errors.UserError`) exits with status 2 and one line
+``error: <file>: <what was expected>``; any other exception is a bug and shows its traceback (exit 1).
 """
 
 from __future__ import annotations
