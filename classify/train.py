@@ -213,10 +213,10 @@ def resume_state(cfg: Config, variant: str, ckpt_path: Path) -> dict[str, Any] |
     state = load_checkpoint(ckpt_path, "a checkpoint.pt written by `sharpen classify train`")
     if state.get("variant") != variant:
         raise CheckpointMismatch(f"{ckpt_path}: checkpoint is for variant {state.get('variant')!r}, not {variant!r}; "
-                         "use another output folder")
+                                 "use another output folder")
     if state.get("config_hash") != fingerprint(config_part(cfg, "classifier")):
         raise CheckpointMismatch(f"{ckpt_path}: checkpoint was made with another [classify]/[data] config or seed; "
-                         "use another output folder or delete it to start fresh")
+                                 "use another output folder or delete it to start fresh")
     return state
 
 
@@ -242,7 +242,7 @@ def set_up_training(cfg: Config, variant: str, out_dir: Path, device: torch.devi
     steps_per_epoch = len(loader) if max_batches is None else min(len(loader), max_batches)
     if steps_per_epoch == 0:
         raise DatasetError(root, f"split {train_split!r} has {len(raw)} images, fewer than one batch of "
-                         f"{c.batch_size}")
+                           f"{c.batch_size}")
 
     torch.manual_seed(cfg.run.seed)
     model = build_classifier(c.arch, num_classes, c.weights, c.output_stride).to(device)

@@ -283,7 +283,7 @@ def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
         return
     if has_maps:
         raise DatasetError(out_dir / MAPS_SUBDIR, f"map files without {PARAMS_FILE}; use another --out, or delete "
-                         f"{out_dir} to start fresh")
+                           f"{out_dir} to start fresh")
     write_json_atomic(path, {"stage": "cues extract", "params": params})
 
 

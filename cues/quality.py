@@ -44,8 +44,8 @@ from .sec import best_class, cue_params, image_cues, nearest_resize
 def tau_values(tau_min: float = 0.05, tau_max: float = 0.60, tau_step: float = 0.01) -> np.ndarray:
     """The thresholds ``tau_min, tau_min + step, ..., tau_max`` as float32 (the maps' precision)."""
     if tau_step <= 0 or tau_min > tau_max or tau_min < 0:
-        raise ConfigError(f"eval.tau_min/tau_max/tau_step: τ range [{tau_min}, {tau_max}] by {tau_step}: expected 0 <= tau_min <= tau_max "
-                         "and tau_step > 0")
+        raise ConfigError(f"eval.tau_min/tau_max/tau_step: τ range [{tau_min}, {tau_max}] by {tau_step}: "
+                          "expected 0 <= tau_min <= tau_max and tau_step > 0")
     n = int(np.floor((tau_max - tau_min) / tau_step + 1e-6)) + 1
     return np.round(tau_min + tau_step * np.arange(n), 6).astype(np.float32)
 

@@ -714,7 +714,7 @@ def update_readme_table(readme_path: str | Path, table_md: str, begin: str = "<!
         count = text.count(marker)
         if count != 1:
             raise DatasetError(path, f"expected the marker {marker!r} exactly once, found it {count} times; "
-                             f"put {begin!r} and {end!r} on their own lines where the table goes")
+                               f"put {begin!r} and {end!r} on their own lines where the table goes")
     i, j = text.index(begin), text.index(end)
     if j < i:
         raise DatasetError(path, f"the marker {end!r} comes before {begin!r}")

@@ -204,7 +204,7 @@ def build_segmenter(model: str, encoder: str = "resnet50", num_classes: int = 21
                       classes=num_classes)
         except KeyError as e:
             raise ConfigError(f"unknown DeepLabV3+ encoder {encoder!r} ({e}); expected a "
-                             "segmentation_models_pytorch encoder name such as resnet50") from None
+                              "segmentation_models_pytorch encoder name such as resnet50") from None
     if weights not in ("none", "imagenet"):
         path = Path(weights)
         _load_into(net, model, read_state_dict(path), str(path))

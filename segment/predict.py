@@ -215,7 +215,7 @@ def _claim_folder(out_dir: Path, params: dict[str, Any]) -> None:
         for sub in (PRED_SUBDIR, CRF_SUBDIR):
             if any((out_dir / sub).glob("*.png")):
                 raise DatasetError(out_dir / sub, f"predictions without {RECORD_NAME}; use another --out, or "
-                                 f"delete {out_dir} to start fresh")
+                                   f"delete {out_dir} to start fresh")
     # until this run ends, the record says so (an earlier run's counts and scores no longer hold)
     write_predict_running(path, params)
 
@@ -272,7 +272,7 @@ def set_up_prediction(cfg: Any, checkpoint: str | Path, split: str, out_dir: str
     num_classes = int(meta.get("num_classes", dataset.num_classes))
     if num_classes != dataset.num_classes:
         raise CheckpointMismatch(f"{checkpoint}: the segmenter has {num_classes} classes; the dataset has "
-                         f"{dataset.num_classes}")
+                                 f"{dataset.num_classes}")
     input_size = int(meta.get("input_size") or sc.crop_size)
     amp = bool(sc.amp) and device.type == "cuda"
     crf_params = CRFParams.from_config(sc)

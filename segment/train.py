@@ -244,7 +244,7 @@ def resume_state(cfg: Config, ckpt_path: Path, supervision: str, config_hash: st
                                  "output folder")
     if state.get("config_hash") != config_hash:
         raise CheckpointMismatch(f"{ckpt_path}: checkpoint was made with another [segment]/[data] config or other cues; "
-                         "use another output folder or delete it to start fresh")
+                                 "use another output folder or delete it to start fresh")
     return state
 
 
@@ -420,8 +420,8 @@ def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | Non
     if c.model == "deeplabv3plus" and c.batch_size // dist_info.world_size < 2 \
             and not (dist_info.distributed and device.type == "cuda"):
         raise ConfigError(f"segment.batch_size {c.batch_size} gives {c.batch_size // dist_info.world_size} image(s) per "
-                         "process; DeepLabV3+ has BatchNorm after its global pooling branch, which needs at least "
-                         "2 images per process (or SyncBatchNorm over CUDA processes)")
+                          "process; DeepLabV3+ has BatchNorm after its global pooling branch, which needs at least "
+                          "2 images per process (or SyncBatchNorm over CUDA processes)")
     seed_everything(cfg.run.seed)
     start = int(state["meta"]["iteration"]) if state is not None else 0
     dataset, loader = training_data(cfg, voc, cues_dir, supervision, start, device, dist_info, progress)

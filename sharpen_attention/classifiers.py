@@ -176,7 +176,7 @@ def load_classifier(checkpoint: str | Path, num_classes: int, class_names: Seque
     state = load_checkpoint(checkpoint, "a checkpoint.pt written by `sharpen classify train`")
     if not isinstance(state, dict) or "model" not in state or "arch" not in state:
         raise CheckpointMismatch(f"{checkpoint}: not a classifier checkpoint; expected checkpoint.pt from "
-                         "`sharpen classify train`")
+                                 "`sharpen classify train`")
     check_checkpoint(state, state["arch"], num_classes, checkpoint)
     names = state.get("class_names")
     if class_names is not None and names is not None and list(names) != list(class_names):

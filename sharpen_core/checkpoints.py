@@ -131,7 +131,7 @@ def restore_training_state(state: dict, model: torch.nn.Module, optimizer: torch
     absent = [k for k in RESUME_KEYS if k not in state]
     if absent:
         raise CheckpointMismatch(f"checkpoint lacks {absent}, which resuming needs (a finished run's checkpoint keeps "
-                         "only its weights); start the run in another output folder")
+                                 "only its weights); start the run in another output folder")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])  # type: ignore[attr-defined]

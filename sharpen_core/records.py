@@ -76,5 +76,5 @@ def refuse_changed(path: str | Path, what: str, old: Mapping[str, Any], new: Map
     if diff:
         shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
         raise DatasetError(path, f"this folder holds {what} made with other parameters ({shown}); "
-                         f"use another --out, or delete {folder if folder is not None else Path(path).parent} "
-                         "to start fresh")
+                           f"use another --out, or delete {folder if folder is not None else Path(path).parent} "
+                           "to start fresh")
