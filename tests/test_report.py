@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from sharpen_core.config import Config
+from sharpen_core.errors import DatasetError
 from pipeline.report import (ROW_FIELDS, compare_rows, format_value, main_table_markdown, mean_std,
                              readme_table_from_run, update_readme_table, write_report)
 
@@ -336,5 +337,5 @@ def test_readme_table_from_run(tmp_path):
     table = readme_table_from_run(tmp_path / "run", readme)
     assert table == main_table_markdown(report)
     assert table.strip() in readme.read_text() and "| old | table |" not in readme.read_text()
-    with pytest.raises(FileNotFoundError, match="report.json"):
+    with pytest.raises(DatasetError, match="report.json: no report here"):
         readme_table_from_run(tmp_path / "missing", readme)
