@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sharpen_core.errors import ConfigError
+
 
 def _generator(seed: int, epoch: int, index: int) -> torch.Generator:
     digest = hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest()
@@ -33,8 +35,8 @@ def crop_boxes(seed: int, epoch: int, indices: Sequence[int] | Tensor, crop_scal
     lo, hi = (float(v) for v in crop_scale)
     rlo, rhi = (float(v) for v in crop_ratio)
     if not (0 < lo <= hi <= 1) or not (0 < rlo <= rhi):
-        raise ValueError(f"crop scale {list(crop_scale)} and ratio {list(crop_ratio)}: expected "
-                         "0 < scale_min <= scale_max <= 1 and 0 < ratio_min <= ratio_max")
+        raise ConfigError(f"classify.crop_scale/crop_ratio: crop scale {list(crop_scale)} and ratio "
+                          f"{list(crop_ratio)}: expected 0 < scale_min <= scale_max <= 1 and 0 < ratio_min <= ratio_max")
     rows = []
     for index in (indices.tolist() if isinstance(indices, Tensor) else indices):
         u = torch.rand(5, generator=_generator(seed, epoch, int(index)), dtype=torch.float64).tolist()

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from sharpen_core.errors import DatasetError
+from sharpen_core.errors import ConfigError, DatasetError
 from data.io import read_image
 from data.transforms import Compose, Normalize, RandomHorizontalFlip, RandomScale, Resize
 from data.voc import VOCSegmentation
@@ -153,7 +153,7 @@ def build_dataset(kind: str, root: str | Path, split: str) -> tuple[Any, int, bo
     if kind == "cub200":
         ds = cub200(root, train)
         return ds, len(ds.classes), False, ds.classes
-    raise ValueError(f"unknown dataset kind {kind!r}; expected one of: {', '.join(DATASET_KINDS)}")
+    raise ConfigError(f"unknown dataset kind {kind!r}; expected one of: {', '.join(DATASET_KINDS)}")
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def evaluate_classifier(cfg: Config, checkpoint: str | Path, split: str | None =
                         progress: bool = True, max_batches: int | None = None) -> dict[str, Any]:
     """Evaluate a trained checkpoint on ``split`` (default: the config's validation split)."""
     c = cfg.classify
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint, "a checkpoint.pt written by `sharpen classify train`")
     kind, root, _, val_split = _dataset_args(cfg)
     split = split or val_split
     raw, num_classes, multilabel, class_names = build_dataset(kind, root, split)

@@ -31,6 +31,7 @@ from sharpen_attention.classifiers import build_classifier, check_checkpoint
 from sharpen_core.checkpoints import (load_checkpoint, restore_training_state, save_checkpoint, training_state,
                                       unwrap)
 from sharpen_core.config import VARIANT_NAME, ClassifyConfig, Config, ConfigError, dump_toml
+from sharpen_core.errors import CheckpointMismatch, DatasetError, UsageError
 from sharpen_core.device import DistInfo, barrier, seed_everything, training_device
 from sharpen_core.records import config_part, fingerprint
 from sharpen_core.optim import Schedule, optimizer_from_config
@@ -177,7 +178,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ClassifyConfig, steps_
         schedule = Schedule(cfg.schedule, cfg.epochs * steps_per_epoch, cfg.warmup_steps, cfg.warmup_factor,
                             tuple(m * steps_per_epoch for m in cfg.milestones), cfg.gamma, cfg.poly_power)
     except ValueError as e:
-        raise ValueError(f"classify.schedule: {e}") from None
+        raise ConfigError(f"classify.schedule: {e}") from None
     return make_lr_scheduler(optimizer, schedule)
 
 
@@ -231,7 +232,7 @@ def _training_data(cfg: Config, raw: Any, progress: bool) -> tuple[torch.utils.d
         workers, _ = apply_plan(cfg.data.train_workers, cfg.data.num_workers, cfg.data.torch_threads, False)
         return SeededDataset(raw, transform, cfg.run.seed), collate, workers
     if c.augment != "batch":
-        raise ValueError(f"unknown classify.augment {c.augment!r}; expected one of: {', '.join(AUGMENTS)}")
+        raise ConfigError(f"unknown classify.augment {c.augment!r}; expected one of: {', '.join(AUGMENTS)}")
     crop_boxes(0, 0, [0], c.crop_scale, c.crop_ratio)  # validates the ranges before any work
     dataset = DecodedImages(raw, c.image_size, cfg.data.cache_mib)
     if progress:
@@ -245,13 +246,13 @@ def resume_state(cfg: Config, variant: str, ckpt_path: Path) -> dict[str, Any] |
     """The checkpoint in the output folder (None: none yet), refused when made for another variant or config."""
     if not ckpt_path.is_file():
         return None
-    state = load_checkpoint(ckpt_path)
+    state = load_checkpoint(ckpt_path, "a checkpoint.pt written by `sharpen classify train`")
     if state.get("variant") != variant:
-        raise ValueError(f"{ckpt_path}: checkpoint is for variant {state.get('variant')!r}, not {variant!r}; "
-                         "use another output folder")
+        raise CheckpointMismatch(f"{ckpt_path}: checkpoint is for variant {state.get('variant')!r}, not {variant!r}; "
+                                 "use another output folder")
     if state.get("config_hash") != fingerprint(config_part(cfg, "classifier")):
-        raise ValueError(f"{ckpt_path}: checkpoint was made with another [classify]/[data] config or seed; "
-                         "use another output folder or delete it to start fresh")
+        raise CheckpointMismatch(f"{ckpt_path}: checkpoint was made with another [classify]/[data] config or seed; "
+                                 "use another output folder or delete it to start fresh")
     return state
 
 
@@ -265,7 +266,7 @@ def set_up_training(cfg: Config, variant: str, out_dir: Path, device: torch.devi
     raw, num_classes, multilabel, class_names = build_dataset(kind, root, train_split)
     dataset, collate_fn, workers = _training_data(cfg, raw, progress and dist_info.is_main)
     if c.batch_size % dist_info.world_size:
-        raise ValueError(f"classify.batch_size {c.batch_size} is not divisible by {dist_info.world_size} processes")
+        raise ConfigError(f"classify.batch_size {c.batch_size} is not divisible by {dist_info.world_size} processes")
     local_batch = c.batch_size // dist_info.world_size
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=dist_info.world_size, rank=dist_info.rank,
                                                   shuffle=True, seed=cfg.run.seed, drop_last=True)
@@ -276,8 +277,8 @@ def set_up_training(cfg: Config, variant: str, out_dir: Path, device: torch.devi
         max_batches = c.max_batches_per_epoch
     steps_per_epoch = len(loader) if max_batches is None else min(len(loader), max_batches)
     if steps_per_epoch == 0:
-        raise ValueError(f"{root}: split {train_split!r} has {len(raw)} images, fewer than one batch of "
-                         f"{c.batch_size}")
+        raise DatasetError(root, f"split {train_split!r} has {len(raw)} images, fewer than one batch of "
+                           f"{c.batch_size}")
 
     torch.manual_seed(cfg.run.seed)
     model = build_classifier(c.arch, num_classes, c.weights, c.output_stride).to(device)
@@ -421,7 +422,7 @@ def train_classifier(cfg: Config, variant: str, out_dir: str | Path, *, resume: 
         history = MetricsHistory.read(out_dir / METRICS)
         return history.entries[-1] if history and history.entries else {}
     if state is not None and not resume:
-        raise ValueError(f"{ckpt_path}: an unfinished run is here (epoch {state['epoch']}/{c.epochs}); "
+        raise UsageError(f"{ckpt_path}: an unfinished run is here (epoch {state['epoch']}/{c.epochs}); "
                          "pass --resume to continue it, or use another output folder")
 
     t = set_up_training(cfg, variant, out_dir, device, dist_info, state, max_batches, progress)

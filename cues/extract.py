@@ -41,7 +41,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from sharpen_core.errors import DatasetError
+from sharpen_core.errors import ConfigError, DatasetError, UsageError
 from sharpen_core.io import atomic_path, file_sha256, write_json_atomic
 from data.voc import VOCSegmentation
 from sharpen_attention.attention import AttentionExtractor, max_normalize
@@ -67,11 +67,11 @@ def parse_shard(text: str | Sequence[int] | None) -> tuple[int, int]:
         try:
             i, n = (int(v) for v in text.split("/"))
         except ValueError:
-            raise ValueError(f"--shard {text!r}: expected I/N with integers, e.g. 0/4") from None
+            raise UsageError(f"--shard {text!r}: expected I/N with integers, e.g. 0/4") from None
     else:
         i, n = (int(v) for v in text)
     if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"shard {i}/{n}: expected 0 <= I < N")
+        raise UsageError(f"--shard {i}/{n}: expected I/N with 0 <= I < N, e.g. 0/4")
     return i, n
 
 
@@ -85,11 +85,11 @@ def _check_cues_config(c: Any) -> None:
                ("scale_base", c.scale_base, SCALE_BASES), ("scale_average", c.scale_average, AVERAGES))
     for key, value, allowed in choices:
         if value not in allowed:
-            raise ValueError(f"unknown cues.{key} {value!r}; expected one of: {', '.join(allowed)}")
+            raise ConfigError(f"unknown cues.{key} {value!r}; expected one of: {', '.join(allowed)}")
     if not c.scales or any(s <= 0 for s in c.scales):
-        raise ValueError(f"cues.scales must be a non-empty list of positive numbers, got {c.scales}")
+        raise ConfigError(f"cues.scales must be a non-empty list of positive numbers, got {c.scales}")
     if c.batch_size < 1:
-        raise ValueError(f"cues.batch_size must be positive, got {c.batch_size}")
+        raise ConfigError(f"cues.batch_size must be positive, got {c.batch_size}")
 
 
 # --------------------------------------------------------------------------- inputs

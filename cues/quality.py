@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from data.classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
-from sharpen_core.errors import DatasetError
+from sharpen_core.errors import ConfigError, DatasetError
 from data.voc import VOCSegmentation
 from eval.segmentation import scores_from_confusion
 from sharpen_core.layout import QUALITY_SUBDIR
@@ -60,8 +60,8 @@ CENTRE_SIGMA = 0.25
 def tau_values(tau_min: float = 0.0, tau_max: float = 1.0, tau_step: float = 0.01) -> np.ndarray:
     """The thresholds ``tau_min, tau_min + step, ..., tau_max`` as float32 (the maps' precision)."""
     if tau_step <= 0 or tau_min > tau_max or tau_min < 0:
-        raise ValueError(f"τ range [{tau_min}, {tau_max}] by {tau_step}: expected 0 <= tau_min <= tau_max "
-                         "and tau_step > 0")
+        raise ConfigError(f"eval.tau_min/tau_max/tau_step: τ range [{tau_min}, {tau_max}] by {tau_step}: "
+                          "expected 0 <= tau_min <= tau_max and tau_step > 0")
     n = int(np.floor((tau_max - tau_min) / tau_step + 1e-6)) + 1
     return np.round(tau_min + tau_step * np.arange(n), 6).astype(np.float32)
 

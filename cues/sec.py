@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from data.classes import NUM_CLASSES
 from sharpen_core.cue_files import CUES_RECORD, save_cues
 from sharpen_core.records import refuse_changed
+from sharpen_core.errors import ConfigError, DatasetError
 
 NORM_EPS = 1e-7
 
@@ -136,7 +137,7 @@ def best_class(maps: np.ndarray, classes: Sequence[int], num_labels: int = NUM_C
 def grid_size(grid: int, image_size: tuple[int, int]) -> tuple[int, int]:
     """(h, w) of the cue grid: ``grid``×``grid``, or the image's size for ``grid = 0``."""
     if grid < 0:
-        raise ValueError(f"cues.grid must be 0 (image size) or positive, got {grid}")
+        raise ConfigError(f"cues.grid must be 0 (image size) or positive, got {grid}")
     return (int(image_size[0]), int(image_size[1])) if grid == 0 else (grid, grid)
 
 
@@ -191,13 +192,13 @@ def read_saliency(saliency_dir: str | Path, image_id: str) -> np.ndarray:
 def cue_params(cues_cfg: Any) -> dict[str, Any]:
     """The [cues] keys that decide the SEC cues (saved with them)."""
     if cues_cfg.bg_rule not in ("lowest", "saliency"):
-        raise ValueError(f"unknown cues.bg_rule {cues_cfg.bg_rule!r}; expected 'lowest' or 'saliency'")
+        raise ConfigError(f"unknown cues.bg_rule {cues_cfg.bg_rule!r}; expected 'lowest' or 'saliency'")
     if cues_cfg.bg_rule == "saliency" and not cues_cfg.saliency_dir:
-        raise ValueError("cues.bg_rule = 'saliency' needs cues.saliency_dir (a folder of <id>.png saliency maps)")
+        raise ConfigError("cues.bg_rule = 'saliency' needs cues.saliency_dir (a folder of <id>.png saliency maps)")
     if not 0.0 <= cues_cfg.fg_threshold <= 1.0:
-        raise ValueError(f"cues.fg_threshold must lie in [0, 1], got {cues_cfg.fg_threshold}")
+        raise ConfigError(f"cues.fg_threshold must lie in [0, 1], got {cues_cfg.fg_threshold}")
     if not 0.0 <= cues_cfg.bg_fraction <= 1.0:
-        raise ValueError(f"cues.bg_fraction must lie in [0, 1], got {cues_cfg.bg_fraction}")
+        raise ConfigError(f"cues.bg_fraction must lie in [0, 1], got {cues_cfg.bg_fraction}")
     grid_size(cues_cfg.grid, (1, 1))
     return {"fg_threshold": cues_cfg.fg_threshold, "bg_rule": cues_cfg.bg_rule, "bg_fraction": cues_cfg.bg_fraction,
             "saliency_dir": cues_cfg.saliency_dir if cues_cfg.bg_rule == "saliency" else "", "grid": cues_cfg.grid}
@@ -237,7 +238,7 @@ def write_sec_cues(maps_dir: str | Path, cues_cfg: Any, out_dir: str | Path | No
         refuse_changed(record_path, "cues", old, {"params": params, "extract": extract_params}, folder=out_dir)
     files = sorted((maps_dir / MAPS_SUBDIR).glob("*.npz"))
     if not files:
-        raise ValueError(f"{maps_dir / MAPS_SUBDIR}: no map files; run `sharpen cues extract` first")
+        raise DatasetError(maps_dir / MAPS_SUBDIR, "no map files; run `sharpen cues extract` first")
     t0 = time.perf_counter()
     written = 0
     fg_pixels = np.zeros(NUM_CLASSES, dtype=np.int64)

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from data.classes import VOC_CLASSES, VOC_PALETTE
 from sharpen_core.io import write_bytes_atomic
+from sharpen_core.errors import UsageError
 
 WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (150, 150, 150)
 
@@ -121,9 +122,9 @@ def show_maps(cfg: Any, out_png: str | Path, maps_dirs: Sequence[str | Path] = (
                           read_extract_params)
 
     if not maps_dirs and not mechanisms:
-        raise ValueError("nothing to show: give extraction folders (--maps) or --checkpoint with --mechanism")
+        raise UsageError("nothing to show: give extraction folders (--maps) or --checkpoint with --mechanism")
     if mechanisms and checkpoint is None:
-        raise ValueError("--mechanism needs --checkpoint (maps are computed from the classifier)")
+        raise UsageError("--mechanism needs --checkpoint (maps are computed from the classifier)")
     for m in mechanisms:
         check_mechanism(m)
     extracts = [read_extract_params(d) for d in maps_dirs]
@@ -132,7 +133,7 @@ def show_maps(cfg: Any, out_png: str | Path, maps_dirs: Sequence[str | Path] = (
     if ids:
         unknown = [i for i in ids if i not in dataset.ids]
         if unknown:
-            raise ValueError(f"image id {unknown[0]!r} is not in split {split!r} of {dataset.root}")
+            raise UsageError(f"image id {unknown[0]!r} is not in split {split!r} of {dataset.root}")
         indices = [dataset.ids.index(i) for i in ids]
     else:
         indices = list(range(min(count, len(dataset))))

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sharpen_core.errors import ConfigError
+
 MIB = 1 << 20
 
 
@@ -48,7 +50,7 @@ class DecodedCache:
 
     def __init__(self, prepare: Callable[[int], Any], n: int, item_bytes: int, cap_mib: int, name: str = "images"):
         if cap_mib < 0:
-            raise ValueError(f"data.cache_mib must be >= 0, got {cap_mib}")
+            raise ConfigError(f"data.cache_mib must be >= 0, got {cap_mib}")
         self.prepare, self.n, self.item_bytes, self.cap_mib, self.name = prepare, int(n), int(item_bytes), cap_mib, name
         self.needed_mib = self.n * self.item_bytes / MIB
         self.enabled = cap_mib > 0 and self.needed_mib <= cap_mib

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sharpen_core.errors import ConfigError
+
 from .classes import IGNORE_INDEX
 
 Sample = dict[str, Any]
@@ -49,7 +51,7 @@ class RandomScale:
 
     def __init__(self, low: float, high: float):
         if not 0 < low <= high:
-            raise ValueError(f"scale range must satisfy 0 < low <= high, got [{low}, {high}]")
+            raise ConfigError(f"scale range (data.scale_range) must satisfy 0 < low <= high, got [{low}, {high}]")
         self.low, self.high = low, high
 
     def __call__(self, sample: Sample) -> Sample:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .classes import IGNORE_INDEX, NUM_CLASSES, VOC_CLASSES
-from sharpen_core.errors import DatasetError
+from sharpen_core.errors import DatasetError, UsageError
 from .io import read_image, read_mask
 
 SPLITS: tuple[str, ...] = ("train", "val", "trainval", "test", "train_aug")
@@ -54,7 +54,7 @@ def resolve_voc_root(root: str | Path) -> Path:
 
 def split_list_path(voc_root: Path, split: str) -> Path:
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
+        raise UsageError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
     candidates = _LIST_CANDIDATES.get(split, (f"ImageSets/Segmentation/{split}.txt",))
     for rel in candidates:
         if (voc_root / rel).is_file():

@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from sharpen_core.errors import UsageError
+
 from .leaderboard import leaderboard_markdown
 from .numbers import finite_number as _number
 from .numbers import hms
@@ -209,7 +211,7 @@ def findings_markdown(report: dict[str, Any]) -> str:
     """The README's "Findings" block from a report's ``claims``: one bullet per claim and per comparison."""
     claims = report.get("claims")
     if not claims:
-        raise ValueError("the report has no 'claims'; rerun the report stage (`sharpen run ... --from report`)")
+        raise UsageError("the report has no 'claims'; rerun the report stage (`sharpen run ... --from report`)")
     n = claims.get("n_seeds", 1)
     lines = [f"From `{report.get('name')}` ({report.get('config_source')}), {n} seed{'s' if n != 1 else ''} "
              f"({', '.join(str(s) for s in report.get('seeds') or [])}); mean ± sd over seeds. "

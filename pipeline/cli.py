@@ -9,12 +9,14 @@
     sharpen report                the report and figures of a run folder, redrawn from its JSON files
 
 Each stage also runs as ``python -m <package>`` (``python -m data build --out DIR``).
-Bad input exits with status 2 and one line ``error: <file>: <what was expected>``.
+Bad input (a :class:`~sharpen_core.errors.UserError`) exits with status 2 and one line
+``error: <file>: <what was expected>``; any other exception is a bug and shows its traceback (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -22,9 +24,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sharpen_core.errors import UserError
-from sharpen_core.layout import FULL_SUPERVISION, RunLayout, segmenter_for_cues
-from sharpen_core.lock import folder_lock
+from sharpen_core.errors import DatasetError, UsageError, UserError
+from sharpen_core.layout import CUES_SUBDIR, FULL_SUPERVISION, QUALITY_SUBDIR, RunLayout, segmenter_for_cues
+from sharpen_core.lock import folder_lock, refuse_file_if_held
 
 
 STAGES = ("data", "classify", "cues", "segment", "eval", "run", "report")
@@ -54,10 +56,11 @@ def _add_shared_options(p: argparse.ArgumentParser, *names: str) -> None:
 
 # --------------------------------------------------------------------------- data
 def _cmd_data_build(args: argparse.Namespace) -> int:
-    from data.builtin import build_builtin_dataset
+    with folder_lock(args.out, hint="--out"):
+        from data.builtin import build_builtin_dataset
 
-    summary = build_builtin_dataset(args.out, seed=args.seed, size=args.size, workers=args.workers,
-                                    progress=not args.quiet)
+        summary = build_builtin_dataset(args.out, seed=args.seed, size=args.size, workers=args.workers,
+                                        progress=not args.quiet)
     if not args.quiet:
         splits = summary.get("splits", summary.get("counts", {}))
         timing = "already complete, reused" if summary.get("reused") else f"{summary.get('seconds', 0.0):.1f} s"
@@ -70,6 +73,8 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     from data.check import check_dataset, format_summary
     from sharpen_core.io import write_json_atomic
 
+    if args.json:
+        refuse_file_if_held(args.json, hint="--json")
     summary = check_dataset(args.root, splits=args.split or None, progress=not args.quiet)
     print(format_summary(summary))
     if args.json:
@@ -81,6 +86,8 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
     from sharpen_core.io import write_json_atomic
     from data.stats import dataset_stats, format_stats
 
+    if args.json:
+        refuse_file_if_held(args.json, hint="--json")
     stats = dataset_stats(args.root, split=args.split, progress=not args.quiet)
     print(format_stats(stats))
     if args.json:
@@ -159,6 +166,7 @@ def _cmd_classify_evaluate(args: argparse.Namespace) -> int:
 
     cfg = _stage_config(args)
     out_json = args.json or Path(args.checkpoint).parent / f"evaluation_{args.split or cfg.data.val_split}.json"
+    refuse_file_if_held(out_json, hint="--json")
     result = evaluate_classifier(cfg, args.checkpoint, split=args.split, mechanisms=args.mechanism or
                                  ("gradcam", "channel"), out_json=out_json, progress=not args.quiet)
     print(format_evaluation(result))
@@ -230,10 +238,12 @@ def _cmd_cues_sec(args: argparse.Namespace) -> int:
     from cues.sec import write_sec_cues
 
     cfg = _stage_config(args)
-    record = write_sec_cues(args.maps, cfg.cues, args.out, progress=not args.quiet)
+    out = args.out or Path(args.maps) / CUES_SUBDIR
+    with folder_lock(out, hint="--out"):
+        record = write_sec_cues(args.maps, cfg.cues, out, progress=not args.quiet)
     if not args.quiet:
         print(f"[cues sec] {record['written']} cue files written, {record['skipped']} already there "
-              f"(grid {record['params']['grid']}) -> {args.out or Path(args.maps) / 'sec'}")
+              f"(grid {record['params']['grid']}) -> {out}")
     return 0
 
 
@@ -242,18 +252,25 @@ def _cmd_cues_evaluate(args: argparse.Namespace) -> int:
     from sharpen_core.layout import QUALITY_SUBDIR
 
     if args.out is not None and len(args.maps) > 1:
-        raise ValueError("--out needs a single --maps (each folder's results go to MAPS/quality by default)")
+        raise UsageError("--out needs a single --maps (each folder's results go to MAPS/quality by default)")
     cfg = _stage_config(args)
+    if args.json:
+        refuse_file_if_held(args.json, hint="--json")
     results = []
-    for maps in args.maps:
-        result = evaluate_cues(cfg, maps, split=args.split, out_dir=args.out, progress=not args.quiet)
-        print(format_quality(result))
-        print()
-        results.append(result)
     floors = []
-    if args.floors:  # on the split the first --maps was scored on, next to its quality.json
-        out = (args.out or Path(args.maps[0]) / QUALITY_SUBDIR) / "floors"
-        floors = evaluate_floors(cfg, results[0]["split"], out_dir=out, progress=not args.quiet)
+    with contextlib.ExitStack() as locks:
+        for maps in args.maps:  # each folder's results: one writer each, taken before any work
+            if not Path(maps).is_dir():
+                raise DatasetError(maps, "not found; expected a folder written by `sharpen cues extract`")
+            locks.enter_context(folder_lock(args.out or Path(maps) / QUALITY_SUBDIR, hint="--out"))
+        for maps in args.maps:
+            result = evaluate_cues(cfg, maps, split=args.split, out_dir=args.out, progress=not args.quiet)
+            print(format_quality(result))
+            print()
+            results.append(result)
+        if args.floors:  # on the split the first --maps was scored on, next to its quality.json
+            out = (args.out or Path(args.maps[0]) / QUALITY_SUBDIR) / "floors"
+            floors = evaluate_floors(cfg, results[0]["split"], out_dir=out, progress=not args.quiet)
     print(comparison_table(results, floors))
     if args.json:
         from sharpen_core.io import write_json_atomic
@@ -266,6 +283,7 @@ def _cmd_cues_show(args: argparse.Namespace) -> int:
     from cues.show import show_maps
 
     cfg = _stage_config(args)
+    refuse_file_if_held(args.out, hint="--out")
     info = show_maps(cfg, args.out, maps_dirs=args.maps, checkpoint=args.checkpoint, mechanisms=args.mechanism,
                      split=args.split, ids=args.ids or None, count=args.count, tile=args.tile)
     if not args.quiet:
@@ -347,6 +365,8 @@ def _build_cues_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval_segmentation(args: argparse.Namespace) -> int:
     from eval.predictions import evaluate_predictions, ground_truth, is_submission
 
+    if args.json:
+        refuse_file_if_held(args.json, hint="--json")
     gt = ground_truth(args.root, args.split)
     submission = is_submission(args.pred)
     scores = evaluate_predictions(args.pred, args.root, args.split, progress=not args.quiet)
@@ -389,7 +409,7 @@ def _cmd_segment_train(args: argparse.Namespace) -> int:
     cfg = _stage_config(args)
     supervision = args.supervision or cfg.segment.supervision
     if supervision == "sec" and args.cues is None:
-        raise ValueError("`segment train` with supervision 'sec' needs --cues DIR (a folder written by "
+        raise UsageError("`segment train` with supervision 'sec' needs --cues DIR (a folder written by "
                          "`sharpen cues sec`); or use --supervision full")
     name = FULL_SUPERVISION if supervision == "full" else segmenter_for_cues(args.cues, cfg.data.train_split)
     out = args.out or RunLayout(cfg.run.run_dir).segmenter(name)
@@ -486,7 +506,10 @@ def _build_run_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import report_run
 
-    report = report_run(args.run_dir)
+    if not args.run_dir.is_dir():
+        raise DatasetError(args.run_dir, "run folder not found")
+    with folder_lock(args.run_dir, hint="--run-dir"):  # it rewrites report.md, report.json and figures/
+        report = report_run(args.run_dir)
     drawn = [p for p in report["figures"].values() if p]
     print(f"report: {args.run_dir / 'report.md'}, {args.run_dir / 'report.json'}")
     print(f"figures ({len(drawn)}, each as .png and .pdf, with its data as .csv except the attention maps): "

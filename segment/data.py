@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from data.cache import DecodedCache
-from sharpen_core.errors import DatasetError
+from sharpen_core.errors import DatasetError, UsageError
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from data.voc import VOCSegmentation
 from sharpen_core.cue_files import CUES_RECORD, load_cues
@@ -44,7 +44,7 @@ SUPERVISIONS = ("sec", "full")
 
 def check_supervision(supervision: str) -> str:
     if supervision not in SUPERVISIONS:
-        raise ValueError(f"unknown supervision {supervision!r}; expected one of: {', '.join(SUPERVISIONS)}")
+        raise UsageError(f"unknown supervision {supervision!r}; expected one of: {', '.join(SUPERVISIONS)}")
     return supervision
 
 
@@ -135,7 +135,7 @@ class SegTrainDataset(torch.utils.data.Dataset):
         if not voc.has_labels:
             raise DatasetError(voc.list_path, f"split {voc.split!r} has no image-level labels; SEC training needs them")
         if cues_dir is None:
-            raise ValueError("supervision 'sec' needs a cue folder (cues_dir), written by `sharpen cues sec`")
+            raise UsageError("supervision 'sec' needs a cue folder (cues_dir), written by `sharpen cues sec`")
         self.cues_dir = Path(cues_dir)
         self.cue_record = read_cue_record(self.cues_dir)
         grid = int(self.cue_record["params"]["grid"])

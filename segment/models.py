@@ -26,6 +26,7 @@ from torchvision import models as tvm
 
 from sharpen_core.checkpoints import CheckpointMismatch, load_checkpoint, read_state_dict, save_checkpoint, unwrap
 from sharpen_core.pretrained import weights_file
+from sharpen_core.errors import ConfigError
 
 SEGMENTERS: tuple[str, ...] = ("deeplab-largefov", "deeplabv3plus")
 LARGEFOV_ENCODER = "vgg16"  # the only backbone of DeepLab-LargeFOV (what meta["encoder"] says)
@@ -188,7 +189,7 @@ def build_segmenter(model: str, encoder: str = "resnet50", num_classes: int = 21
     LargeFOV, whose backbone is VGG-16). ``weights``: ``"none"`` | ``"imagenet"`` | a local file.
     """
     if model not in SEGMENTERS:
-        raise ValueError(f"unknown segmenter {model!r}; expected one of: {', '.join(SEGMENTERS)}")
+        raise ConfigError(f"unknown segmenter {model!r}; expected one of: {', '.join(SEGMENTERS)}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2 (background and one class), got {num_classes}")
     weights = weights_file(weights or "none")  # "builtin:<key>" -> the cached file (sharpen_core/pretrained.py)
@@ -203,8 +204,8 @@ def build_segmenter(model: str, encoder: str = "resnet50", num_classes: int = 21
             net = cls(encoder_name=encoder, encoder_weights="imagenet" if weights == "imagenet" else None,
                       classes=num_classes)
         except KeyError as e:
-            raise ValueError(f"unknown DeepLabV3+ encoder {encoder!r} ({e}); expected a "
-                             "segmentation_models_pytorch encoder name such as resnet50") from None
+            raise ConfigError(f"unknown DeepLabV3+ encoder {encoder!r} ({e}); expected a "
+                              "segmentation_models_pytorch encoder name such as resnet50") from None
     if weights not in ("none", "imagenet"):
         path = Path(weights)
         _load_into(net, model, read_state_dict(path), str(path))
@@ -250,9 +251,9 @@ def save_segmenter(path: str | Path, model: nn.Module, meta: dict[str, Any], ext
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict (``weights_only=True``), with a clear error for a missing or bad file."""
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, "a checkpoint.pt written by `sharpen segment train`")
     if not isinstance(state, dict) or not isinstance(state.get("meta"), dict) or not isinstance(state.get("model"), dict):
-        raise ValueError(f"{path}: not a segmenter checkpoint; expected one written by `sharpen segment train`")
+        raise CheckpointMismatch(f"{path}: not a segmenter checkpoint; expected one written by `sharpen segment train`")
     return state
 
 

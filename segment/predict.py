@@ -45,7 +45,7 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from sharpen_core.errors import DatasetError
+from sharpen_core.errors import CheckpointMismatch, ConfigError, DatasetError, UsageError
 from data.io import write_mask
 from sharpen_core.io import file_sha256
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -230,11 +230,11 @@ def set_up_prediction(cfg: Any, checkpoint: str | Path, split: str, out_dir: str
     from .models import load_segmenter
 
     if crf not in CRF_MODES:
-        raise ValueError(f"crf {crf!r}: expected one of {', '.join(CRF_MODES)}")
+        raise UsageError(f"crf {crf!r}: expected one of {', '.join(CRF_MODES)}")
     sc = cfg.segment
     scales = [float(s) for s in sc.predict_scales]
     if not scales or any(s <= 0 for s in scales):
-        raise ValueError(f"segment.predict_scales = {sc.predict_scales!r}; expected positive scales, e.g. [1.0]")
+        raise ConfigError(f"segment.predict_scales = {sc.predict_scales!r}; expected positive scales, e.g. [1.0]")
     out_dir = Path(out_dir)
     dataset = VOCSegmentation(cfg.data.root, split)
     device = resolve_device(cfg.run.device)
@@ -242,8 +242,8 @@ def set_up_prediction(cfg: Any, checkpoint: str | Path, split: str, out_dir: str
     model.to(device).eval()
     num_classes = int(meta.get("num_classes", dataset.num_classes))
     if num_classes != dataset.num_classes:
-        raise ValueError(f"{checkpoint}: the segmenter has {num_classes} classes; the dataset has "
-                         f"{dataset.num_classes}")
+        raise CheckpointMismatch(f"{checkpoint}: the segmenter has {num_classes} classes; the dataset has "
+                                 f"{dataset.num_classes}")
     input_size = int(meta.get("input_size") or sc.crop_size)
     amp = bool(sc.amp) and device.type == "cuda"
     crf_params = CRFParams.from_config(sc)

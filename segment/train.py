@@ -38,6 +38,7 @@ from data.classes import IGNORE_INDEX
 from sharpen_core.io import write_bytes_atomic, write_json_atomic
 from data.voc import VOCSegmentation
 from sharpen_core.config import Config, SegmentConfig, dump_toml
+from sharpen_core.errors import ConfigError, UsageError
 from sharpen_core.checkpoints import restore_training_state, training_state
 from sharpen_core.device import DistInfo, barrier, seed_everything, training_device
 from sharpen_core.records import config_part, fingerprint
@@ -85,9 +86,9 @@ class IterationBatchSampler(torch.utils.data.Sampler):
     def __init__(self, n: int, batch_size: int, iterations: int, start: int = 0, seed: int = 0,
                  rank: int = 0, world_size: int = 1):
         if batch_size % world_size:
-            raise ValueError(f"segment.batch_size {batch_size} is not divisible by {world_size} processes")
+            raise ConfigError(f"segment.batch_size {batch_size} is not divisible by {world_size} processes")
         if n < batch_size:
-            raise ValueError(f"the split has {n} images, fewer than one batch of {batch_size}")
+            raise ConfigError(f"segment.batch_size {batch_size}: the split has {n} images, fewer than one batch of {batch_size}")
         self.n, self.batch_size, self.iterations, self.start, self.seed = n, batch_size, iterations, start, seed
         self.rank, self.world_size = rank, world_size
         self.per_epoch = n // batch_size
@@ -124,7 +125,7 @@ def segment_schedule(cfg: SegmentConfig) -> Schedule:
         return Schedule(cfg.schedule, cfg.iterations, cfg.warmup_steps, cfg.warmup_factor, milestones, cfg.gamma,
                         cfg.poly_power)
     except ValueError as e:
-        raise ValueError(f"segment.schedule: {e}") from None
+        raise ConfigError(f"segment.schedule: {e}") from None
 
 
 def lr_factor(iteration: int, cfg: SegmentConfig) -> float:
@@ -152,7 +153,7 @@ def crf_train_labels(labels: Tensor, mode: str) -> list[list[int] | None]:
         return [None] * labels.shape[0]
     if mode == "present":
         return present_labels(labels)
-    raise ValueError(f"unknown segment.crf_train_labels {mode!r}; expected one of: {', '.join(CRF_TRAIN_LABELS)}")
+    raise ConfigError(f"unknown segment.crf_train_labels {mode!r}; expected one of: {', '.join(CRF_TRAIN_LABELS)}")
 
 
 def sec_losses(logits: Tensor, batch: dict[str, Any], cfg: SegmentConfig, pool: CRFPool) -> dict[str, Tensor]:
@@ -245,8 +246,8 @@ def resume_state(cfg: Config, ckpt_path: Path, supervision: str, config_hash: st
                                  f"{state['meta'].get('supervision')!r}, not {supervision!r}; use another "
                                  "output folder")
     if state.get("config_hash") != config_hash:
-        raise ValueError(f"{ckpt_path}: checkpoint was made with another [segment]/[data] config or other cues; "
-                         "use another output folder or delete it to start fresh")
+        raise CheckpointMismatch(f"{ckpt_path}: checkpoint was made with another [segment]/[data] config or other cues; "
+                                 "use another output folder or delete it to start fresh")
     return state
 
 
@@ -394,14 +395,14 @@ def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | Non
     c = cfg.segment
     out_dir = Path(out_dir)
     if c.iterations < 1:
-        raise ValueError(f"segment.iterations must be positive, got {c.iterations}")
+        raise ConfigError(f"segment.iterations must be positive, got {c.iterations}")
     if c.checkpoint_every < 1:
-        raise ValueError(f"segment.checkpoint_every must be positive, got {c.checkpoint_every}")
+        raise ConfigError(f"segment.checkpoint_every must be positive, got {c.checkpoint_every}")
     lr_factor(0, c)
     crf_train_labels(torch.zeros(0, 1), c.crf_train_labels)  # validates the name before any work
     device, dist_info = training_device(cfg.run.device)
     if supervision == "sec" and cues_dir is None:
-        raise ValueError("supervision 'sec' needs a cue folder (--cues DIR, written by `sharpen cues sec`); "
+        raise UsageError("supervision 'sec' needs a cue folder (--cues DIR, written by `sharpen cues sec`); "
                          "or use supervision 'full'")
     cue_record = read_cue_record(cues_dir) if supervision == "sec" else None
     config_hash = run_hash(cfg, supervision, cue_record)
@@ -416,14 +417,14 @@ def train_segmenter(cfg: Config, out_dir: str | Path, cues_dir: str | Path | Non
             print(f"[segment {supervision}] already trained ({ckpt_path}), skipped")
         return _record_of(out_dir, state)
     if state is not None and not resume:
-        raise ValueError(f"{ckpt_path}: an unfinished run is here (iteration {state['meta']['iteration']}/"
+        raise UsageError(f"{ckpt_path}: an unfinished run is here (iteration {state['meta']['iteration']}/"
                          f"{c.iterations}); pass --resume to continue it, or use another output folder")
 
     if c.model == "deeplabv3plus" and c.batch_size // dist_info.world_size < 2 \
             and not (dist_info.distributed and device.type == "cuda"):
-        raise ValueError(f"segment.batch_size {c.batch_size} gives {c.batch_size // dist_info.world_size} image(s) per "
-                         "process; DeepLabV3+ has BatchNorm after its global pooling branch, which needs at least "
-                         "2 images per process (or SyncBatchNorm over CUDA processes)")
+        raise ConfigError(f"segment.batch_size {c.batch_size} gives {c.batch_size // dist_info.world_size} image(s) per "
+                          "process; DeepLabV3+ has BatchNorm after its global pooling branch, which needs at least "
+                          "2 images per process (or SyncBatchNorm over CUDA processes)")
     seed_everything(cfg.run.seed)
     start = int(state["meta"]["iteration"]) if state is not None else 0
     dataset, loader = training_data(cfg, voc, cues_dir, supervision, start, device, dist_info, progress)

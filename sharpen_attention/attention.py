@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import VGG, ResNet
 
+from sharpen_core.errors import UsageError
+
 from .gradcam_adapter import adapter_maps
 from .mechanisms import NATIVE, get_mechanism, names
 
@@ -123,7 +125,7 @@ def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> dict[str, s
         else:
             close = difflib.get_close_matches(key, [n for n in modules if n], n=3)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise ValueError(f"unknown layer {key!r} for {type(model).__name__}.{hint} "
+            raise UsageError(f"unknown layer {key!r} for {type(model).__name__}.{hint} "
                              f"Use 'last', 'inner' or a module name. Available: {_available(model)}")
     return out
 

@@ -24,6 +24,7 @@ from torchvision import models as tvm
 
 from sharpen_core.pretrained import is_builtin, weights_file
 from sharpen_core.checkpoints import CheckpointMismatch, load_checkpoint, read_state_dict
+from sharpen_core.errors import ConfigError
 
 ARCHS: dict[str, tuple[Any, Any]] = {
     "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
@@ -117,11 +118,11 @@ def build_classifier(arch: str, num_classes: int, weights: str = "none", output_
     """A torchvision classifier for ``num_classes`` classes at ``output_stride``, randomly
     initialised or from ``weights``."""
     if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; expected one of: {', '.join(ARCHS)}")
+        raise ConfigError(f"unknown architecture {arch!r}; expected one of: {', '.join(ARCHS)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     if output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"classify.output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
+        raise ConfigError(f"classify.output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
     model = _build(arch, num_classes, weights)
     return set_output_stride(model, output_stride) if output_stride != 32 else model
 
@@ -177,10 +178,10 @@ def load_classifier(checkpoint: str | Path, num_classes: int, class_names: Seque
     The architecture and output stride come from the checkpoint; its class count (and class names, when both
     sides have them) must match the dataset's.
     """
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint, "a checkpoint.pt written by `sharpen classify train`")
     if not isinstance(state, dict) or "model" not in state or "arch" not in state:
-        raise ValueError(f"{checkpoint}: not a classifier checkpoint; expected checkpoint.pt from "
-                         "`sharpen classify train`")
+        raise CheckpointMismatch(f"{checkpoint}: not a classifier checkpoint; expected checkpoint.pt from "
+                                 "`sharpen classify train`")
     check_checkpoint(state, state["arch"], num_classes, checkpoint)
     names = state.get("class_names")
     if class_names is not None and names is not None and list(names) != list(class_names):

@@ -4,22 +4,24 @@ training state bit-exactly. Used by every stage that saves or loads weights."""
 from __future__ import annotations
 
 import io
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from sharpen_core.errors import UserError
+from sharpen_core.errors import CheckpointMismatch as CheckpointMismatch  # re-exported
+from sharpen_core.errors import DatasetError, first_line
 from sharpen_core.io import write_bytes_atomic
 
 
 #: What a checkpoint of an unfinished run holds besides the weights, for a bit-exact resume.
 RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng_cpu")
-
-
-class CheckpointMismatch(UserError, ValueError):
-    """A checkpoint made for another architecture, model or class count."""
+#: What a bad checkpoint's message says was expected, unless the caller says it more precisely.
+EXPECTED_CHECKPOINT = "a checkpoint.pt written by `sharpen classify train` or `sharpen segment train`"
+EXPECTED_WEIGHTS = "a PyTorch state dict (parameter name -> tensor) or a checkpoint holding one"
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -34,34 +36,81 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def _torch_load(path: str | Path, missing: str, unreadable: str) -> Any:
-    """``torch.load(weights_only=True)`` on CPU; FileNotFoundError / ValueError naming the file otherwise."""
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` cannot be a file ``torch.save`` wrote, from its first bytes (None: it may be one).
+
+    ``torch.save`` writes a zip archive (``PK\\x03\\x04``); files of torch before 1.6 are a pickle
+    (first byte 0x80, the PROTO opcode)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK\x03\x04") or head[:1] == pickle.PROTO:
+        return None
+    if all(32 <= b < 127 or b in b"\t\n\r" for b in head):
+        return f"a text file, starting {head.decode().strip().splitlines()[0][:24]!r}"
+    return "neither a zip archive nor a pickle"
+
+
+def _torch_load(path: str | Path, expected: str) -> Any:
+    """``torch.load(weights_only=True)`` on CPU; a one-line :class:`UserError` naming the file otherwise.
+
+    A missing file is a :class:`DatasetError`; a file that is not a PyTorch checkpoint, or that holds
+    anything but tensors and plain Python values, a :class:`CheckpointMismatch` saying what it is not
+    and ``expected`` (never torch's many-line unpickler text)."""
     path = Path(path)
+    if path.is_dir():
+        raise DatasetError(path, f"a folder, not a file; expected {expected}")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: {missing}")
+        raise DatasetError(path, f"not found; expected {expected}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"{path}: {unreadable} ({e})") from None
+        why = _not_a_checkpoint(path)
+    except OSError as e:
+        raise DatasetError(path, f"unreadable ({e.strerror or e}); expected {expected}") from None
+    if why is not None:
+        raise CheckpointMismatch(f"{path}: not a PyTorch checkpoint ({why}); expected {expected}")
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": a second line for a bad file
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch.load of a readable file fails only on its content
+        raise CheckpointMismatch(f"{path}: not a PyTorch checkpoint of this project (could not unpickle: "
+                                 f"{_unpickle_reason(e)}); expected {expected}") from None
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw checkpoint dict (``weights_only=True``, on CPU), with a clear error for a missing or bad file."""
-    return _torch_load(path, "checkpoint not found", "not a readable checkpoint")
+def _unpickle_reason(error: BaseException) -> str:
+    """The informative line of torch's error: for the weights-only unpickler the line after its advice
+    ("Unsupported global: ...", "Unsupported operand 35"), else the first line."""
+    lines = [s.strip() for s in str(error).splitlines() if s.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return first_line(rest or (lines[i + 1] if i + 1 < len(lines) else type(error).__name__))
+    return first_line(error).split(". ")[0]  # torch's first sentence says what failed; the rest is advice
+
+
+def load_checkpoint(path: str | Path, expected: str = EXPECTED_CHECKPOINT) -> dict[str, Any]:
+    """The raw checkpoint dict (``weights_only=True``, on CPU), with a one-line error for a missing file,
+    a file that is not a PyTorch checkpoint, or a checkpoint without a ``"model"`` state dict."""
+    state = _torch_load(path, expected)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        held = f"a dict with keys {sorted(map(str, state))[:6]}" if isinstance(state, dict) else type(state).__name__
+        raise CheckpointMismatch(f"{path}: a PyTorch file holding {held}, not a checkpoint with a 'model' "
+                                 f"state dict; expected {expected}")
+    return state
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict in a weights file: a bare state dict, or a checkpoint holding one under
     ``"model"`` or ``"state_dict"``; a DDP ``module.`` prefix is dropped. Clear errors otherwise."""
     path = Path(path)
-    obj = _torch_load(path, "weights file not found; expected a torch state dict or checkpoint",
-                      "not a readable torch weights file")
+    obj = _torch_load(path, EXPECTED_WEIGHTS)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: expected a state dict (parameter name -> tensor)")
+        raise CheckpointMismatch(f"{path}: a PyTorch file, but not a state dict; expected {EXPECTED_WEIGHTS}")
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
@@ -81,8 +130,8 @@ def restore_training_state(state: dict, model: torch.nn.Module, optimizer: torch
     A finished run's checkpoint keeps no optimiser state; resuming from one is refused by name."""
     absent = [k for k in RESUME_KEYS if k not in state]
     if absent:
-        raise ValueError(f"checkpoint lacks {absent}, which resuming needs (a finished run's checkpoint keeps "
-                         "only its weights); start the run in another output folder")
+        raise CheckpointMismatch(f"checkpoint lacks {absent}, which resuming needs (a finished run's checkpoint keeps "
+                                 "only its weights); start the run in another output folder")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])  # type: ignore[attr-defined]

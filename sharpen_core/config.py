@@ -20,11 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration file or override is malformed; the message names the key and its source."""
+from .errors import ConfigError as ConfigError  # re-exported; defined with the other user-facing errors
 
 
 @dataclass

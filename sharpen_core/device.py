@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from sharpen_core.errors import UsageError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto``: CUDA when available, else CPU; ``cuda``/``cuda:N``/``cpu`` as given (checked)."""
@@ -21,9 +23,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from None
+        raise UsageError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
+        raise UsageError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
     return device
 
 

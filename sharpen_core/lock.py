@@ -13,6 +13,14 @@ it is hidden and no stage lists or reads it.
 unsharded extraction into the folder (``.lock`` exclusive) and a second copy of the same shard
 are refused.
 
+A folder inside a held folder is held too: before it locks, a writer looks at every folder above
+its own, up to the file system root, and is refused while another process holds one of them
+(``sharpen segment train --out runs/demo/segment/x`` while ``sharpen run`` writes ``runs/demo``).
+It creates no lock file there, and a folder this process holds itself (``sharpen run`` calling a
+stage in-process) does not count. A command that writes a single file (``--json``, a PNG) makes
+the same check for the file's folder and those above it (:func:`refuse_if_held`) without locking
+it, so that two commands writing two files side by side do not refuse each other.
+
 Under ``torchrun`` only rank 0 locks (the ranks of one job write one folder together; ``RANK``).
 On a file system without working locks (``flock`` failing with ENOLCK, EOPNOTSUPP, ...), say so
 once and go on unlocked. Readers need no lock.
@@ -65,14 +73,22 @@ def _release(fd: int, exclusive: bool) -> None:
 
 
 class FolderLockedError(UserError):
-    """Another process is writing the output folder (exit status 2, one line)."""
+    """Another process is writing the output folder, or a folder it is in (exit status 2, one line).
 
-    def __init__(self, folder: str | Path, holders: list[dict[str, Any]], hint: str, what: str = "this folder"):
+    ``path`` is the output folder; ``held`` the folder whose lock another process holds (``path`` itself,
+    or one above it)."""
+
+    def __init__(self, folder: str | Path, holders: list[dict[str, Any]], hint: str, what: str = "this folder",
+                 held: str | Path | None = None):
         self.path = Path(folder)
+        self.held = Path(held) if held is not None else self.path
         self.holders = holders
         who = "; ".join(describe_holder(h) for h in holders) if holders else "details not recorded"
-        super().__init__(f"{self.path}: another process is writing {what} ({who}); wait for it to finish, "
-                                 f"or use another {hint}")
+        if held is None:
+            problem = f"another process is writing {what} ({who})"
+        else:
+            problem = f"inside {self.held}, which another process is writing ({who})"
+        super().__init__(f"{self.path}: {problem}; wait for it to finish, or use another {hint}")
 
 
 def describe_holder(holder: dict[str, Any]) -> str:
@@ -137,6 +153,48 @@ def _is_held(path: Path) -> bool:
         os.close(fd)
 
 
+def _held_here(path: Path) -> bool:
+    """Whether this process holds the lock file ``path`` (one of :data:`_held_fds` is that file)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    for fd in list(_held_fds):
+        with contextlib.suppress(OSError):
+            own = os.fstat(fd)
+            if (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino):
+                return True
+    return False
+
+
+def _held_elsewhere(path: Path) -> bool:
+    """Whether another process holds the lock file ``path`` exclusively."""
+    return path.is_file() and not _held_here(path) and _is_held(path)
+
+
+def held_above(folder: str | Path) -> tuple[Path, list[dict[str, Any]]] | None:
+    """The nearest folder above ``folder`` (a folder or a file; up to the root) that another process writes, with its holders;
+    None when there is none. Looks at each folder's ``.lock`` (held exclusively by one writer) and its
+    shard locks (cue shard jobs); creates nothing."""
+    for parent in Path(os.path.realpath(folder)).parents:  # the real folders: a link does not escape
+        lock = parent / LOCK_NAME
+        try:
+            shards = [p for p in parent.glob(f"{LOCK_NAME}-shard-*") if _held_elsewhere(p)]
+        except OSError:  # an unreadable folder on the way up: nothing known to hold it
+            shards = []
+        if shards:
+            return parent, [h for h in (_read_holder(p) for p in sorted(shards)) if h]
+        if _held_elsewhere(lock):
+            return parent, _holders(parent, lock, True)
+    return None
+
+
+def _refuse_if_held_above(path: Path, hint: str) -> None:
+    above = held_above(path)
+    if above is not None:
+        raise FolderLockedError(path, above[1], hint, held=above[0])
+
+
 def _holders(folder: Path, path: Path, exclusive: bool) -> list[dict[str, Any]]:
     """Who blocks a lock on ``path``: its recorded holder, or (``.lock`` held shared) the shard jobs."""
     if path.name == LOCK_NAME and exclusive:
@@ -184,15 +242,27 @@ def _take(folder: Path, name: str, exclusive: bool, hint: str, stack: contextlib
 
 
 def refuse_if_held(folder: str | Path, hint: str = "--out") -> None:
-    """Raise :class:`FolderLockedError` when another process holds ``folder``'s lock; creates nothing.
+    """Raise :class:`FolderLockedError` when another process holds the lock of ``folder`` or of a folder
+    above it; creates nothing.
 
     A cheap early check, so that a second command is refused before its slow start-up work (imports,
-    config checks); :func:`folder_lock` takes the lock afterwards.
+    config checks); :func:`folder_lock` takes the lock afterwards. For a command that writes one file,
+    the check of the file's folder (:func:`refuse_file_if_held`).
     """
     folder = Path(folder)
     path = folder / LOCK_NAME
-    if _is_rank_zero() and path.is_file() and _is_held(path):
+    if not _is_rank_zero():
+        return
+    if _held_elsewhere(path):
         raise FolderLockedError(folder, _holders(folder, path, True), hint)
+    _refuse_if_held_above(folder, hint)
+
+
+def refuse_file_if_held(path: str | Path, hint: str) -> None:
+    """Refuse to write the file ``path`` while another process writes its folder or one above it
+    (:class:`FolderLockedError` naming the file); creates nothing."""
+    if _is_rank_zero():
+        _refuse_if_held_above(Path(path), hint)  # the folders above a file: its own, then theirs
 
 
 @contextlib.contextmanager
@@ -202,12 +272,13 @@ def folder_lock(folder: str | Path, hint: str = "--out", shard: tuple[int, int] 
     ``hint`` names the option that picks another folder (``--out``, ``--run-dir``); ``shard``
     ``(I, N)`` with N > 1 locks that shard only. Yields whether a lock is held (False on a file
     system without locks, and on torchrun ranks other than 0). Raises :class:`FolderLockedError`
-    at once when another process writes the folder (or that shard).
+    at once when another process writes the folder (or that shard), or a folder above it.
     """
     folder = Path(folder)
     if not _is_rank_zero():
         yield False
         return
+    _refuse_if_held_above(folder, hint)  # before anything is made: a folder inside a held one is held
     folder.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         if shard is not None and shard[1] > 1:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
+from sharpen_core.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "poly", "step", "onecycle")
@@ -99,4 +100,4 @@ def optimizer_from_config(section: Any, params: Iterable[Any], stage: str) -> to
         return build_optimizer(section.optimizer, params, section.lr, section.weight_decay, section.momentum,
                                section.nesterov, section.betas)
     except ValueError as e:
-        raise ValueError(f"{stage}.optimizer: {e}") from None
+        raise ConfigError(f"{stage}.optimizer: {e}") from None

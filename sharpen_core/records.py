@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from sharpen_core.errors import DatasetError
 
 NEVER_CHANGE_RESULTS: tuple[str, ...] = ("data.num_workers", "data.train_workers", "data.torch_threads", "data.cache_mib",
                                          "segment.crf_processes", "segment.checkpoint_every")
@@ -70,10 +71,10 @@ def changed(old: Mapping[str, Any], new: Mapping[str, Any], ignore: Iterable[str
 
 def refuse_changed(path: str | Path, what: str, old: Mapping[str, Any], new: Mapping[str, Any],
                    ignore: Iterable[str] = (), folder: str | Path | None = None) -> None:
-    """Raise ValueError naming ``path`` and each differing key when ``old`` and ``new`` differ."""
+    """Raise :class:`DatasetError` naming ``path`` and each differing key when ``old`` and ``new`` differ."""
     diff = changed(old, new, ignore)
     if diff:
         shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-        raise ValueError(f"{path}: this folder holds {what} made with other parameters ({shown}); "
-                         f"use another --out, or delete {folder if folder is not None else Path(path).parent} "
-                         "to start fresh")
+        raise DatasetError(path, f"this folder holds {what} made with other parameters ({shown}); "
+                           f"use another --out, or delete {folder if folder is not None else Path(path).parent} "
+                           "to start fresh")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from runs import copy_finished_stages, report_rows, run_args, wait_for
 
-from sharpen_core.errors import DatasetError
+from sharpen_core.errors import UserError
 from pipeline.cli import main
 from sharpen_core import lock as lockmod
 from sharpen_core.lock import LOCK_NAME, FolderLockedError, folder_lock, shard_lock_name
@@ -76,7 +76,7 @@ def test_second_writer_is_refused_at_once_naming_the_holder(hold, tmp_path):
             pytest.fail("a second writer got the lock")
     assert time.perf_counter() - t0 < 5.0  # refused, not waiting for the holder
     message = str(info.value)
-    assert isinstance(info.value, DatasetError)  # the CLI's exit status 2, one line
+    assert isinstance(info.value, UserError)  # the CLI's exit status 2, one line
     assert "\n" not in message
     assert message.startswith(f"{folder}: another process is writing this folder (pid {holder.pid} on ")
     assert f"`holder.py {folder}`" in message and ", started 20" in message and " UTC)" in message
@@ -181,6 +181,91 @@ def test_every_writing_command_refuses_a_held_folder(hold, tmp_path, capsys):
     assert f"writing shard 1/2 of this folder (pid {shard.pid} " in capsys.readouterr().err
     assert main([*extract, "--shard", "0/2"]) == 2  # gets past the lock, then misses its checkpoint
     assert "another process" not in capsys.readouterr().err
+
+
+def test_a_writer_inside_a_held_folder_is_refused(hold, tmp_path, capsys):
+    """The folders above an output folder count: a stage writing into a run another process holds is refused,
+    with no folder or lock file made; a folder this process holds itself (`sharpen run` calling a stage) is not."""
+    run = tmp_path / "runs" / "demo"
+    holder = hold(run)
+    inner = run / "segment" / "x"
+    with pytest.raises(FolderLockedError) as info:
+        with folder_lock(inner):
+            pytest.fail("a writer inside a held folder got its lock")
+    assert info.value.path == inner and info.value.held == run and info.value.holders[0]["pid"] == holder.pid
+    assert not (run / "segment").exists()  # refused before anything was made
+    assert not (tmp_path / "runs" / LOCK_NAME).exists()  # no lock files made in the folders above
+    config = ["--config", str(REPO / "configs" / "quick.toml"), "--quiet"]
+    assert main(["segment", "train", *config, "--supervision", "full", "--out", str(inner)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: {inner}: inside {run}, which another process is writing (pid {holder.pid} on ")
+    assert err.endswith("; wait for it to finish, or use another --out\n"), err
+    # beside the held folder (not inside): not refused
+    with folder_lock(tmp_path / "runs" / "other" / "x") as held:
+        assert held
+    # a shard job's folder counts for the folders inside it too (cues sec writes MAPS/sec)
+    shard = hold(tmp_path / "maps", "0/2")
+    with pytest.raises(FolderLockedError, match=f"inside {tmp_path / 'maps'}, which another process is writing "
+                                                f"\\(pid {shard.pid} "):
+        with folder_lock(tmp_path / "maps" / "sec"):
+            pass
+
+
+def test_a_folder_held_by_this_process_does_not_refuse_its_own_stages(tmp_path):
+    run = tmp_path / "run"
+    with folder_lock(run, hint="--run-dir") as outer:  # as `sharpen run` does, then calls a stage in-process
+        assert outer
+        with folder_lock(run / "classify" / "baseline") as inner:
+            assert inner
+        lockmod.refuse_if_held(run / "classify" / "icasc")
+        lockmod.refuse_file_if_held(run / "report.json", hint="--json")
+
+
+def test_every_command_that_writes_takes_the_lock(hold, tmp_path, capsys, tiny_voc):
+    """data build, cues sec, cues evaluate, report: the folder they write; --json / show --out files: the
+    folder the file goes to. A reader of a held folder that writes elsewhere runs."""
+    busy = tmp_path / "busy"
+    holder = hold(busy)
+    config = ["--config", str(REPO / "configs" / "quick.toml"), "--quiet"]
+    own = f"error: {busy}: another process is writing this folder (pid {holder.pid} "
+    inside = f"which another process is writing (pid {holder.pid} "
+    commands = [
+        (["data", "build", "--out", str(busy), "--size", "small", "--quiet"], own, "--out"),
+        (["cues", "sec", *config, "--maps", str(busy)], f"error: {busy / 'sec'}: inside {busy}, " + inside, "--out"),
+        (["cues", "evaluate", *config, "--maps", str(busy)], f"error: {busy / 'quality'}: inside {busy}, " + inside,
+         "--out"),
+        (["report", "--run-dir", str(busy)], own, "--run-dir"),
+        (["data", "stats", "--root", str(tiny_voc), "--json", str(busy / "s.json"), "--quiet"],
+         f"error: {busy / 's.json'}: inside {busy}, " + inside, "--json"),
+        (["data", "check", "--root", str(tiny_voc), "--json", str(busy / "c.json"), "--quiet"],
+         f"error: {busy / 'c.json'}: inside {busy}, " + inside, "--json"),
+        (["eval", "segmentation", "--pred", str(tmp_path), "--root", str(tiny_voc), "--json",
+          str(busy / "e.json"), "--quiet"], f"error: {busy / 'e.json'}: inside {busy}, " + inside, "--json"),
+        (["cues", "evaluate", *config, "--maps", str(tmp_path), "--json", str(busy / "q.json")],
+         f"error: {busy / 'q.json'}: inside {busy}, " + inside, "--json"),
+        (["cues", "show", *config, "--maps", str(tmp_path), "--out", str(busy / "grid.png")],
+         f"error: {busy / 'grid.png'}: inside {busy}, " + inside, "--out"),
+        (["classify", "evaluate", *config, "--checkpoint", str(busy / "checkpoint.pt")],
+         f"error: {busy / 'evaluation_val.json'}: inside {busy}, " + inside, "--json"),
+    ]
+    for argv, start, hint in commands:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, (argv, err)
+        assert err.startswith(start), (argv, err)
+        assert err.endswith(f"; wait for it to finish, or use another {hint}\n"), (argv, err)
+    assert sorted(p.name for p in busy.iterdir()) == [LOCK_NAME]  # none of them wrote anything
+    # readers of the held folder that write elsewhere (or nothing) are not refused
+    data = tmp_path / "data"
+    hold(data)
+    import shutil
+
+    shutil.copytree(tiny_voc, data, dirs_exist_ok=True)
+    assert main(["data", "stats", "--root", str(data), "--json", str(tmp_path / "stats.json"), "--quiet"]) == 0
+    assert (tmp_path / "stats.json").is_file()
+    assert main(["data", "check", "--root", str(data), "--quiet"]) == 0
+    capsys.readouterr()
 
 
 # --------------------------------------------------------------------------- real runs (slow)

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from sharpen_core.config import Config
+from sharpen_core.errors import DatasetError
 from pipeline.aggregate import ROW_FIELDS, compare_rows, mean_std
 from pipeline.readme import readme_table_from_run, update_readme_table
 from pipeline.report import write_report
@@ -304,5 +305,5 @@ def test_readme_table_from_run(tmp_path):
     table = readme_table_from_run(tmp_path / "run", readme)
     assert table == main_table_markdown(report)
     assert table.strip() in readme.read_text() and "| old | table |" not in readme.read_text()
-    with pytest.raises(FileNotFoundError, match="report.json"):
+    with pytest.raises(DatasetError, match="report.json: no report here"):
         readme_table_from_run(tmp_path / "missing", readme)

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from sharpen_core.errors import DatasetError
+from sharpen_core.errors import DatasetError, UsageError
 from sharpen_core.io import write_bytes_atomic, write_json_atomic
 
 from ..classes import IGNORE_INDEX, VOC_CLASSES
@@ -227,9 +227,9 @@ def build_builtin_dataset(out: str | Path, seed: int = 0, size: str = "default",
     The files are byte-identical for a seed and size whatever ``workers`` is.
     """
     if size not in BUILTIN_SIZES:
-        raise ValueError(f"unknown size {size!r}; expected one of: {', '.join(BUILTIN_SIZES)}")
+        raise UsageError(f"unknown size {size!r}; expected one of: {', '.join(BUILTIN_SIZES)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
     out = Path(out)
     manifest = out / MANIFEST_NAME
