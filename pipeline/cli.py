@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from sharpen_core.errors import DatasetError, UsageError, UserError
 from sharpen_core.layout import CUES_SUBDIR, FULL_SUPERVISION, QUALITY_SUBDIR, RunLayout, segmenter_for_cues
@@ -249,7 +248,6 @@ def _cmd_cues_sec(args: argparse.Namespace) -> int:
 
 def _cmd_cues_evaluate(args: argparse.Namespace) -> int:
     from cues.quality import comparison_table, evaluate_cues, evaluate_floors, format_quality
-    from sharpen_core.layout import QUALITY_SUBDIR
 
     if args.out is not None and len(args.maps) > 1:
         raise UsageError("--out needs a single --maps (each folder's results go to MAPS/quality by default)")
