@@ -26,6 +26,9 @@ from sharpen_core.io import write_json_atomic
 from sharpen_core.lock import folder_lock
 from sharpen_core.pretrained import (BUILTIN, PREFIX, RECORD_NAME, WEIGHTS_NAME, cache_root, is_builtin,
                                      pretrained_folder)
+
+__all__ = ["PRETRAIN_VERSION", "ensure_pretrained", "pretrain_config", "pretrain_data_root", "pretrain_key",
+           "pretrained_folder", "resolve_builtin"]
 from sharpen_core.records import fingerprint
 
 #: Bumped when the pretraining recipe changes in a way its settings do not show.

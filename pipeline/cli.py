@@ -154,9 +154,22 @@ def _cmd_classify_train(args: argparse.Namespace) -> int:
     variant_config(cfg, args.variant)  # an "<variant>@<label>" needs its overrides table: refused before any folder
     out = args.out or RunLayout(cfg.run.run_dir).classifier(args.variant)
     with folder_lock(out, hint="--out"):  # before the slow imports: a second writer is refused at once
+        from classify.pretrain import resolve_builtin
         from classify.train import train_classifier
 
+        cfg, _ = resolve_builtin(cfg, progress=not args.quiet)  # weights = "builtin": docs/method.md §8
         train_classifier(cfg, args.variant, out, resume=args.resume, progress=not args.quiet)
+    return 0
+
+
+def _cmd_classify_pretrain(args: argparse.Namespace) -> int:
+    from classify.pretrain import ensure_pretrained, pretrained_folder
+
+    cfg = _stage_config(args)
+    record = ensure_pretrained(cfg, progress=not args.quiet)
+    print(f"pretrained start {record['key']} ({'cache hit' if record['cache_hit'] else 'made now'}): "
+          f"{pretrained_folder(record['key'])}; val mAP {record.get('val_map')}; "
+          f"data {record.get('data_seconds', 0):.0f} s, training {record.get('train_seconds', 0):.0f} s")
     return 0
 
 
@@ -203,6 +216,14 @@ def _build_classify_parser(sub: argparse._SubParsersAction) -> None:
                    help="initial weights: a local state dict (e.g. ImageNet weights for offline use)")
     _add_shared_options(t, "resume", "device", "quiet")
     t.set_defaults(func=_cmd_classify_train)
+    pt = csub.add_parser("pretrain", help="make (or find) the built-in pretrained start of [pretrain]",
+                         description="The built-in \"ImageNet\" (docs/method.md §8): a plain classifier trained "
+                                     "once on a separate, larger built-in set, kept in the per-machine cache "
+                                     "($SHARPEN_CACHE, default ~/.cache/sharpen-focus) under a key of its "
+                                     "settings; classify.weights / segment.weights = \"builtin\" start from it.")
+    _add_config_options(pt)
+    _add_shared_options(pt, "device", "quiet")
+    pt.set_defaults(func=_cmd_classify_pretrain)
     e = csub.add_parser("evaluate", help="per-class AP, mAP, AUC, KS and attention overlap of a checkpoint",
                         description="Evaluate a checkpoint: per-class AP and mAP, macro ROC AUC (multi-label), "
                                     "top-1/top-5 (single-label), the KS distance of target vs most-confusing "
@@ -412,8 +433,10 @@ def _cmd_segment_train(args: argparse.Namespace) -> int:
     name = FULL_SUPERVISION if supervision == "full" else segmenter_for_cues(args.cues, cfg.data.train_split)
     out = args.out or RunLayout(cfg.run.run_dir).segmenter(name)
     with folder_lock(out, hint="--out"):
+        from classify.pretrain import resolve_builtin
         from segment.train import train_segmenter
 
+        cfg, _ = resolve_builtin(cfg, progress=not args.quiet)  # weights = "builtin": docs/method.md §8
         train_segmenter(cfg, out, cues_dir=args.cues, supervision=supervision, resume=args.resume,
                         progress=not args.quiet)
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sharpen_core.config import Config, ConfigError
 from sharpen_core.layout import FULL_SUPERVISION, RunLayout, segmenter_name
+from sharpen_core.pretrained import BUILTIN
 from sharpen_core.records import config_part, fingerprint
 
 STAGES = ("data", "classify", "cues", "segment", "predict", "report")
@@ -21,6 +22,10 @@ def stage_hash(cfg: Config, stage: str) -> str:
         from data.builtin import GENERATOR_VERSION
 
         part["data.builtin_generator_version"] = GENERATOR_VERSION
+    if STAGES.index(stage) >= STAGES.index("classify") and BUILTIN in (cfg.classify.weights, cfg.segment.weights):
+        from classify.pretrain import pretrain_key
+
+        part["pretrain.key"] = pretrain_key(cfg)  # what made the pretrained start (docs/method.md §8)
     return fingerprint(part)
 
 

@@ -97,12 +97,30 @@ def _attention_mechanisms(cfg: Config, variant: str) -> list[str]:
     return list(dict.fromkeys(mechanisms or ["gradcam", "channel"]))
 
 
+def _pretrained_start(cfg: Config, layout: RunLayout, stage: str, progress: bool) -> tuple[Config, dict[str, Any]]:
+    """``cfg`` with ``weights = "builtin"`` resolved to the cached pretrained start (made now when this
+    machine's cache lacks it: docs/method.md §8), and the stage outputs naming its record
+    (``RUN/<stage>/pretrain.json``: the cache's record, whether it was a cache hit, the time taken here)."""
+    from classify.pretrain import resolve_builtin
+
+    t0 = time.perf_counter()
+    resolved, record = resolve_builtin(cfg, progress)
+    if record is None:
+        return cfg, {}
+    path = layout.root / stage / "pretrain.json"
+    write_json_atomic(path, {**record, "wall_seconds_here": time.perf_counter() - t0})
+    if progress:
+        how = "found in the cache" if record["cache_hit"] else f"made in {time.perf_counter() - t0:.0f} s"
+        print(f"  pretrained start {record['key']}: {how} (val mAP {record.get('val_map') or float('nan'):.3f})")
+    return resolved, {"pretrain": str(path)}
+
+
 def run_classify_stage(cfg: Config, layout: RunLayout, progress: bool, peak: StagePeak) -> dict[str, Any]:
     """Train every classifier variant (resuming an interrupted one), then evaluate it on val."""
     from classify.evaluate import evaluate_classifier, format_evaluation
     from classify.train import train_classifier
 
-    outputs = {}
+    cfg, outputs = _pretrained_start(cfg, layout, "classify", progress)
     for i, variant in enumerate(cfg.classify.variants, 1):
         evaluation = layout.classifier_evaluation(variant)
         print(f"  classify [{i}/{len(cfg.classify.variants)}] {variant}")
@@ -153,7 +171,7 @@ def run_segment_stage(cfg: Config, layout: RunLayout, progress: bool, peak: Stag
     """Train one segmenter per cue set of ``run.segment_cue_sets``, and the fully-supervised reference."""
     from segment.train import train_segmenter
 
-    outputs = {}
+    cfg, outputs = _pretrained_start(cfg, layout, "segment", progress)
     planned = segmenters(cfg, layout)
     for i, (name, cues_dir, supervision) in enumerate(planned, 1):
         checkpoint = layout.segmenter_checkpoint(name)

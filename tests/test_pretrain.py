@@ -5,6 +5,7 @@ pretraining images."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,32 @@ def test_pretrained_once_then_reused_and_the_same_start_everywhere(sharpen_cache
             assert torch.equal(encoder["encoder." + k], v), k
     # a random start is not this start
     assert not torch.equal(build_classifier("resnet18", 20).state_dict()["conv1.weight"], body["conv1.weight"])
+
+
+@pytest.mark.slow
+def test_sharpen_run_starts_every_network_from_the_cached_start(builtin_small, tmp_path, sharpen_cache):
+    """`sharpen run` with weights = "builtin": the classify stage makes (or finds) the start and records it;
+    both classifiers and the segmenter record the resolved key; a second run finds it in the cache."""
+    from pipeline.cli import main
+    from runs import run_args
+
+    sets = [a for s in TINY_PRETRAIN for a in ("--set", s)]
+    sets += ["--set", "classify.weights=\"builtin\"", "--set", "segment.weights=\"builtin\"",
+             "--set", "run.stages=[\"data\", \"classify\", \"cues\", \"segment\"]",
+             "--set", "run.cue_sets=[\"baseline:gradcam\", \"icasc:channel\"]",
+             "--set", "run.segment_cue_sets=[\"baseline:gradcam\"]", "--set", "run.full_supervision=false"]
+    assert main(run_args(tmp_path / "a", builtin_small[0], *sets)) == 0
+    cfg = load_config("configs/quick.toml", TINY_PRETRAIN + ["classify.weights=\"builtin\""])
+    key = pretrain_key(cfg)
+    first = json.loads((tmp_path / "a" / "classify" / "pretrain.json").read_text())
+    assert first["key"] == key
+    second = json.loads((tmp_path / "a" / "segment" / "pretrain.json").read_text())
+    assert second["key"] == key and second["cache_hit"] is True
+    for variant in ("baseline", "icasc"):
+        text = (tmp_path / "a" / "classify" / variant / "config.toml").read_text()
+        assert f'weights = "builtin:{key}"' in text, variant
+    assert f'weights = "builtin:{key}"' in (tmp_path / "a" / "segment" / "baseline-gradcam" / "config.toml").read_text()
+    # another run folder (e.g. another seed) finds the weights in the cache
+    assert main(run_args(tmp_path / "b", builtin_small[0], *sets, "--only", "data")) == 0
+    assert main(run_args(tmp_path / "b", builtin_small[0], *sets, "--only", "classify")) == 0
+    assert json.loads((tmp_path / "b" / "classify" / "pretrain.json").read_text())["cache_hit"] is True

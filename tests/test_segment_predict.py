@@ -278,7 +278,7 @@ def test_cli_predict_test_submission_then_eval(tiny_voc, standin, tmp_path, caps
     assert main(["segment", "predict", "--config", str(config), "--checkpoint", str(standin), "--split", "test",
                  "--out", str(out), "--crf", "on", "--submission", "--quiet"]) == 0
     record = json.loads((out / "predict.json").read_text())
-    tarball = Path(record.submission)
+    tarball = Path(record["submission"])
     assert tarball == out / "results.tar.gz" and "scores" not in record  # the test split is not scored here
     assert validate_submission(tarball, VOCSegmentation(tiny_voc, "test"))["images"] == 2
     assert sorted(p.stem for p in (out / SUBMISSION_SUBDIR).glob("*.png")) == tiny_ids("test")
