@@ -52,13 +52,15 @@ class JsonRecord:
     def read(cls: type[R], path: str | Path) -> R | None:
         """The record at ``path``, or None when there is none; DatasetError when it is unreadable."""
         path = Path(path)
-        if not path.is_file():
-            return None
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise DatasetError(path, f"unreadable {cls.WHAT} ({e})") from None
-        return cls.from_json(raw, path)
+        return None if not path.is_file() else cls.from_json(_read_json(path, cls.WHAT), path)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """The JSON in ``path``; DatasetError naming it and ``what`` it should be when it is unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DatasetError(path, f"unreadable {what} ({e})") from None
 
 
 # --------------------------------------------------------------------------- stages 1 and 3: metrics.json
@@ -82,10 +84,7 @@ class MetricsHistory:
         path = Path(path)
         if not path.is_file():
             return None
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise DatasetError(path, f"unreadable {cls.WHAT} ({e})") from None
+        raw = _read_json(path, cls.WHAT)
         if not isinstance(raw, list) or not all(isinstance(e, dict) for e in raw):
             raise DatasetError(path, f"not a {cls.WHAT}: expected a list of objects")
         return cls(raw)
