@@ -46,6 +46,12 @@ def attention_overlap(maps: torch.Tensor, classes: torch.Tensor, sigma: float, o
     return per_image / valid.sum(1).clamp(min=1).cpu()
 
 
+def layer_overlaps(result: Any, sigma: float, omega: float) -> dict[str, torch.Tensor]:
+    """Per layer of an :class:`~sharpen_attention.attention.AttentionResult` (max-normalised maps, classes as
+    :func:`classify.train.icasc_classes`): the per-image attention overlap, each layer's T from its own maps."""
+    return {layer: attention_overlap(maps.float(), result.classes, sigma, omega) for layer, maps in result.maps.items()}
+
+
 def target_acts_and_grads(model: torch.nn.Module, module_name: str, images: torch.Tensor,
                           classes: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The activations ``A`` of ``module_name`` and the gradients ``g^t = ∂y^t/∂A`` of each image's targets.
@@ -134,9 +140,9 @@ def evaluate_classifier(cfg: Config, checkpoint: str | Path, split: str | None =
             terms.append(t[::-(-t.numel() // LINEARITY_CAP)])
         del acts, grads
         for m, extractor in extractors.items():
-            res = extractor(images, classes=classes, normalize=True)
-            for layer in OVERLAP_LAYERS:
-                overlaps[layer][m].append(attention_overlap(res.maps[layer].float(), res.classes, c.sigma, c.omega))
+            for layer, per_image in layer_overlaps(extractor(images, classes=classes, normalize=True),
+                                                   c.sigma, c.omega).items():
+                overlaps[layer][m].append(per_image)
         logits_all.append(logits.float().cpu())
         truth_all.append(batch["label"] if multilabel else batch["target"])
     logits = torch.cat(logits_all)
