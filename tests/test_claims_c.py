@@ -205,3 +205,15 @@ def test_classifier_fields_are_averaged_over_seeds_and_shown():
     assert linearity_lines(far)[0].startswith("Grad-CAM++ and channel-weighted differ at layer `inner` of `baseline`: "
                                               "median |g·ΣA|/2 = 0.2 (p99 2)")
     assert linearity_lines({"classifiers": {"baseline": {"map": 0.5}}}) == []  # an old report: no line
+
+
+def test_the_driver_always_measures_gradcam_and_channel():
+    from pathlib import Path
+
+    from pipeline.run import _attention_mechanisms
+    from sharpen_core.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "quick.toml",
+                      ['run.cue_sets=["baseline:gradcampp", "baseline:layercam", "icasc:channel"]'])
+    assert _attention_mechanisms(cfg, "baseline") == ["gradcam", "channel", "gradcampp"]  # layercam: an adapter one
+    assert _attention_mechanisms(cfg, "icasc") == ["gradcam", "channel"]
