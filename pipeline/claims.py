@@ -328,7 +328,8 @@ def findings_markdown(report: dict[str, Any]) -> str:
         for c in item["comparisons"]:
             m = c["metric"]
             lines.append(f"  - {_metric_text(c, direction=False)}: {c['better']} "
-                         f"{_fmt(m, c['better_mean'], c['better_std'])} vs {c['other']} {_fmt(m, c['other_mean'], c['other_std'])}, Δ "
+                         f"{_fmt(m, c['better_mean'], c['better_std'])} vs {c['other']} "
+                         f"{_fmt(m, c['other_mean'], c['other_std'])}, Δ "
                          f"{_fmt(m, c['gain'], signed=True)} (threshold {_fmt(m, c['threshold'])}): {_verdict_text(c)}")
         if item["missing"]:
             lines.append(f"  - missing from the run: {'; '.join(item['missing'])}")
