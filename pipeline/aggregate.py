@@ -16,9 +16,15 @@ from typing import Any, Sequence
 
 from .numbers import finite_number, is_number
 
+# A classifier's own numbers, in each of its rows (pipeline.collect.classifier_fields): the attention overlap
+# (docs/method.md §2.7) of Grad-CAM and channel-weighted maps at the last and the inner layer, and the KS
+# distance between target and most-confusing-class probabilities (§6.3): claim (c)'s measures.
+CLASSIFIER_FIELDS: tuple[str, ...] = ("overlap_gradcam_last", "overlap_channel_last", "overlap_gradcam_inner",
+                                      "overlap_channel_inner", "cls_ks")
 # The numeric fields of a row, in table order.
-ROW_FIELDS: tuple[str, ...] = ("cls_map", "cls_auc", "attention_overlap", "cue_best_tau", "cue_miou",
-                               "seed_precision", "seed_recall", "seg_miou", "seg_miou_crf")
+ROW_FIELDS: tuple[str, ...] = ("cls_map", "cls_auc", "attention_overlap", *CLASSIFIER_FIELDS, "cue_best_tau",
+                               "cue_miou", "seed_precision", "seed_recall", "seg_miou", "seg_miou_crf")
+LINEARITY_STATS: tuple[str, ...] = ("median", "p90", "p99", "max")  # of |g·ΣA|/2 (docs/method.md §6.4)
 RATIO_FIELD = "weak_full_ratio"
 FULL_FIELDS: tuple[str, ...] = ("full_supervision_miou", "full_supervision_miou_crf")
 NOISE_MIOU = 0.02  # WSSS results move by about 2 mIoU between seeds
@@ -222,8 +228,22 @@ def _mean_training(curves: Sequence[dict[str, Any] | None], where: str, notes: l
         terms[t], stds[t] = [m for m, _ in pairs], [sd for _, sd in pairs]
     return {**first, "terms": terms, "terms_std": stds}
 
+def _mean_linearity(entries: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The seeds' ``gradcampp_linearity`` records: each statistic's mean, ``_std`` and ``_values``; the layer
+    as the first seed has it; None when no seed has one."""
+    present = [e for e in entries if e]
+    if not present:
+        return None
+    out: dict[str, Any] = {"layer": present[0].get("layer"), "module": present[0].get("module")}
+    for stat in LINEARITY_STATS:
+        values = [float(e[stat]) if e and is_number(e.get(stat)) else None for e in entries]
+        out[stat], out[stat + "_std"] = mean_std(values)
+        out[stat + "_values"] = values
+    return out
+
 def aggregate_classifiers(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per classifier variant: mAP and per-class AP on val (mean, ``_std``; ``map_values`` per seed)."""
+    """Per classifier variant: mAP and per-class AP on val (mean, ``_std``; ``map_values`` per seed), and the
+    distribution of ``|g·ΣA|/2`` at the cue layer (``gradcampp_linearity``: each statistic's mean over seeds)."""
     runs = list(summary.get("per_seed") or [summary])
     names: list[str] = []
     for run in [summary, *runs]:
@@ -234,7 +254,8 @@ def aggregate_classifiers(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
         values = [float(e["map"]) if is_number(e.get("map")) else None for e in entries]
         m, sd = mean_std(values)
         ap, ap_std = _mean_dict([e.get("per_class_ap") for e in entries])
-        out[v] = {"map": m, "map_std": sd, "map_values": values, "per_class_ap": ap, "per_class_ap_std": ap_std}
+        out[v] = {"map": m, "map_std": sd, "map_values": values, "per_class_ap": ap, "per_class_ap_std": ap_std,
+                  "gradcampp_linearity": _mean_linearity([e.get("gradcampp_linearity") for e in entries])}
     return out
 
 def aggregate_training(summary: dict[str, Any], notes: list[str]) -> dict[str, dict[str, Any]]:

@@ -2,9 +2,15 @@
 
 (a) channel-weighted attention gives better localization cues (cue mIoU) and a better final segmenter
     (val mIoU, with CRF where measured) than Grad-CAM and Grad-CAM++, compared on the same classifier;
-(b) ICASC training raises classification mAP over the plain classifier (``icasc`` vs ``baseline``);
-(c) ICASC separates the target class's attention from the most confusing class's: a lower attention
-    overlap L_AS (Eq. 3, channel-weighted maps, val split) than the plain classifier's.
+(b) ICASC training raises classification mAP over the plain classifier (each ICASC variant of the run,
+    ``icasc``, ``icasc@val``, ..., vs ``baseline``);
+(c) ICASC separates the target class's attention from the most confusing class's, measured on maps it was
+    not trained on (docs/method.md §2.7, §6.4): a lower attention overlap L_AS (Eq. 3, val split) of
+    Grad-CAM maps at the last layer and of Grad-CAM and channel-weighted maps at the inner layer, and a
+    larger KS distance between target and most-confusing-class probabilities (§6.3), than the plain
+    classifier's; per ICASC variant. The overlap of the maps the variant trains on at the last layer
+    (channel-weighted for ``icasc``, Grad-CAM for ``icasc-gradcam``: its own objective, L_AS^last) is shown
+    as a reference row that does not enter the verdict.
 
 The rule, per comparison of two report rows on one metric (means over seeds ``m_1`` for the side the
 paper says is better, ``m_2`` for the other): the gain ``Δ = m_1 − m_2`` (``m_2 − m_1`` where lower is
@@ -12,8 +18,8 @@ better) is compared with ``threshold = max(2·s_p, 0.02)``, ``s_p`` the pooled s
 ``sqrt(((n_1−1)s_1² + (n_2−1)s_2²) / (n_1+n_2−2))`` (0.02: the 2 mIoU points WSSS results move between
 seeds; with one seed per side only this floor applies). ``Δ > threshold``: "holds"; ``Δ < −threshold``:
 "does not hold"; otherwise "within noise". A claim holds when every comparison holds, does not hold
-when any comparison goes against it, and is within noise otherwise; with none of its rows in the run
-it is "not measured", and the missing rows are named.
+when any comparison goes against it, and is within noise otherwise (reference rows left out); with none
+of its rows in the run it is "not measured", and the missing rows are named.
 """
 
 from __future__ import annotations
@@ -36,8 +42,16 @@ RULE = ("gain Δ (claimed-better minus other; other minus claimed-better where l
 STATEMENTS = {
     "a": "channel-weighted attention gives better cues and a better segmenter than Grad-CAM and Grad-CAM++",
     "b": "ICASC training raises classification mAP over the plain classifier",
-    "c": "ICASC's attention overlap L_AS (target vs most confusing class) is lower than the plain classifier's",
+    "c": "ICASC separates target and most-confusing-class attention better than the plain classifier: lower "
+         "attention overlap L_AS on maps it was not trained on, larger KS distance between their probabilities",
 }
+BASELINE = "baseline"
+# claim (c)'s measures: (row field, mechanism, layer, lower is better); pipeline.aggregate.CLASSIFIER_FIELDS
+OVERLAP_MEASURES: tuple[tuple[str, str, str], ...] = (
+    ("overlap_gradcam_last", "gradcam", "last"), ("overlap_channel_inner", "channel", "inner"),
+    ("overlap_gradcam_inner", "gradcam", "inner"), ("overlap_channel_last", "channel", "last"))
+KS_METRIC = "cls_ks"
+REFERENCE_NOTE = "ICASC's training objective: reference, not in the verdict"
 
 
 def _stats(row: dict[str, Any], metric: str) -> tuple[float | None, float | None, list[float]]:
@@ -95,9 +109,29 @@ def _find(rows: Sequence[dict[str, Any]], classifier: str, mechanism: str | None
     return None
 
 
-def _claim(key: str, comparisons: list[dict[str, Any] | None], missing: list[str]) -> dict[str, Any]:
+def trained_mechanism(variant: str) -> str | None:
+    """The attention mechanism ``variant``'s ICASC losses train on (``classify.train.check_variant``); None for
+    the baseline and for a name that is no variant."""
+    from classify.train import check_variant
+    from sharpen_core.config import ConfigError
+
+    try:
+        return check_variant(variant)
+    except ConfigError:
+        return None
+
+
+def icasc_variants(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The ICASC variants among the rows' classifiers (``icasc``, ``icasc-gradcam``, ``icasc@val``, ...), in order."""
+    names = dict.fromkeys(str(r.get("classifier")) for r in rows)
+    return [n for n in names if trained_mechanism(n) is not None]
+
+
+def _claim(key: str, comparisons: list[dict[str, Any] | None], missing: list[str], variant: str | None = None
+           ) -> dict[str, Any]:
+    """A claim's item; its verdict from the comparisons without ``in_verdict: False`` (reference rows)."""
     done = [c for c in comparisons if c is not None]
-    verdicts = [c["verdict"] for c in done]
+    verdicts = [c["verdict"] for c in done if c.get("in_verdict", True)]
     if not done:
         verdict = UNMEASURED
     elif all(v == HOLDS for v in verdicts):
@@ -106,8 +140,10 @@ def _claim(key: str, comparisons: list[dict[str, Any] | None], missing: list[str
         verdict = FAILS
     else:
         verdict = NOISE
-    return {"claim": key, "statement": STATEMENTS[key], "verdict": verdict, "comparisons": done,
-            "missing": missing}
+    item = {"claim": key, "statement": STATEMENTS[key], "verdict": verdict, "comparisons": done, "missing": missing}
+    if variant is not None:
+        item["variant"] = variant
+    return item
 
 
 def _seg_metric(a: dict[str, Any], b: dict[str, Any]) -> str:
@@ -141,38 +177,104 @@ def claim_channel_beats_gradcam(rows: Sequence[dict[str, Any]]) -> dict[str, Any
     return _claim("a", comparisons, missing)
 
 
-def claim_icasc_raises_map(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Claim (b): classification mAP of ``icasc`` vs ``baseline``."""
-    icasc, base = _find(rows, "icasc"), _find(rows, "baseline")
-    missing = [name for name, r in (("icasc", icasc), ("baseline", base)) if r is None]
+def _variants_or_icasc(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The ICASC variants of the run; ``["icasc"]`` (reported missing) when there is none."""
+    return icasc_variants(rows) or ["icasc"]
+
+
+def claim_icasc_raises_map(rows: Sequence[dict[str, Any]], variant: str = "icasc") -> dict[str, Any]:
+    """Claim (b): classification mAP of the ICASC ``variant`` vs ``baseline``."""
+    icasc, base = _find(rows, variant), _find(rows, BASELINE)
+    missing = [name for name, r in ((variant, icasc), (BASELINE, base)) if r is None]
     c = compare({**icasc, "mechanism": None}, {**base, "mechanism": None}, "cls_map") if not missing else None
     if not missing and c is None:
-        missing.append("cls_map of icasc or baseline")
-    return _claim("b", [c], missing)
+        missing.append(f"cls_map of {variant} or {BASELINE}")
+    return _claim("b", [c], missing, variant)
 
 
-def claim_icasc_separates_attention(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Claim (c): attention overlap (L_AS, channel-weighted maps) of ``icasc`` lower than ``baseline``'s."""
-    icasc, base = _find(rows, "icasc", "channel"), _find(rows, "baseline", "channel")
-    missing = [name for name, r in (("icasc/channel", icasc), ("baseline/channel", base)) if r is None]
-    c = compare(icasc, base, "attention_overlap", lower_is_better=True) if not missing else None
-    if not missing and c is None:
-        missing.append("attention_overlap of icasc/channel or baseline/channel")
-    return _claim("c", [c], missing)
+def claim_icasc_separates_attention(rows: Sequence[dict[str, Any]], variant: str = "icasc") -> dict[str, Any]:
+    """Claim (c) for the ICASC ``variant`` vs ``baseline`` (classifier-level numbers of their rows).
+
+    Comparisons, in order: the overlap L_AS (lower is better) of Grad-CAM at the last layer, channel-weighted
+    and Grad-CAM at the inner layer, channel-weighted at the last layer, then the KS distance (higher is
+    better). The overlap of the mechanism ``variant`` trains with at the last layer (its L_AS^last) is a
+    reference row (``in_verdict: False``, listed last) and stays out of the verdict; the item names the
+    metrics its verdict comes from (``verdict_from``) and the reference ones (``reference``).
+    """
+    icasc, base = _find(rows, variant), _find(rows, BASELINE)
+    missing = [name for name, r in ((variant, icasc), (BASELINE, base)) if r is None]
+    trained = trained_mechanism(variant)
+    measures = [(metric, True, not (mechanism == trained and layer == "last"))
+                for metric, mechanism, layer in OVERLAP_MEASURES] + [(KS_METRIC, False, True)]
+    measures.sort(key=lambda m: not m[2])  # the reference rows last
+    comparisons: list[dict[str, Any] | None] = []
+    if not missing:
+        for metric, lower, in_verdict in measures:
+            c = compare({**icasc, "mechanism": None}, {**base, "mechanism": None}, metric, lower_is_better=lower)
+            if c is None:
+                missing.append(f"{metric} of {variant} or {BASELINE}")
+                continue
+            c["in_verdict"] = in_verdict
+            if not in_verdict:
+                c["note"] = REFERENCE_NOTE
+            comparisons.append(c)
+    item = _claim("c", comparisons, missing, variant)
+    item["verdict_from"] = [m for m, _, in_verdict in measures if in_verdict]
+    item["reference"] = [m for m, _, in_verdict in measures if not in_verdict]
+    return item
 
 
 def paper_claims(rows: Sequence[dict[str, Any]], n_seeds: int) -> dict[str, Any]:
-    """``report.json["claims"]``: the rule, the number of seeds and claims (a), (b), (c)."""
+    """``report.json["claims"]``: the rule, the number of seeds and claims (a), (b) and (c), (b) and (c) once
+    per ICASC variant of the run (each item's ``variant``)."""
+    variants = _variants_or_icasc(rows)
     return {"rule": RULE, "noise_floor": NOISE_FLOOR, "n_seeds": n_seeds,
-            "items": [claim_channel_beats_gradcam(rows), claim_icasc_raises_map(rows),
-                      claim_icasc_separates_attention(rows)]}
+            "items": [claim_channel_beats_gradcam(rows), *(claim_icasc_raises_map(rows, v) for v in variants),
+                      *(claim_icasc_separates_attention(rows, v) for v in variants)]}
 
 
 # --------------------------------------------------------------------------- text
 
 PERCENT_METRICS = frozenset({"cue_miou", "seg_miou", "seg_miou_crf", "cls_map"})
 METRIC_NAMES = {"cue_miou": "cue mIoU", "seg_miou": "seg mIoU", "seg_miou_crf": "seg mIoU+CRF", "cls_map": "cls mAP",
-                "attention_overlap": "attention overlap L_AS"}
+                "attention_overlap": "attention overlap L_AS",
+                "overlap_gradcam_last": "L_AS of Grad-CAM maps, last layer",
+                "overlap_channel_last": "L_AS of channel-weighted maps, last layer",
+                "overlap_gradcam_inner": "L_AS of Grad-CAM maps, inner layer",
+                "overlap_channel_inner": "L_AS of channel-weighted maps, inner layer",
+                KS_METRIC: "KS distance, target vs most confusing class probabilities (higher is better)"}
+
+
+SHORT_NAMES = {"overlap_gradcam_last": "Grad-CAM L_AS at the last layer",
+               "overlap_channel_last": "channel-weighted L_AS at the last layer",
+               "overlap_gradcam_inner": "Grad-CAM L_AS at the inner layer",
+               "overlap_channel_inner": "channel-weighted L_AS at the inner layer", KS_METRIC: "KS distance"}
+
+
+def _title(item: dict[str, Any]) -> str:
+    """``(c)``, or ``(c, icasc@val)`` for an item of one ICASC variant."""
+    return f"({item['claim']}, {item['variant']})" if item.get("variant") else f"({item['claim']})"
+
+
+def _metric_text(c: dict[str, Any], direction: bool = True) -> str:
+    """The metric's name, with "(lower is better)" (``direction``) and a reference row's note."""
+    m = c["metric"]
+    text = METRIC_NAMES.get(m, m) + (" (lower is better)" if direction and c["lower_is_better"] else "")
+    return text + (f" ({c['note']})" if c.get("in_verdict", True) is False and c.get("note") else "")
+
+
+def _verdict_from(item: dict[str, Any]) -> str | None:
+    """"verdict from: ..." of an item that names its measures (claim (c)), else None."""
+    if "verdict_from" not in item:
+        return None
+    used = "; ".join(SHORT_NAMES.get(m, m) for m in item["verdict_from"])
+    ref = "; ".join(SHORT_NAMES.get(m, m) for m in item.get("reference") or [])
+    return f"verdict from: {used}" + (f" (not from {ref}: {REFERENCE_NOTE.split(':')[0]})" if ref else "")
+
+
+def _verdict_text(c: dict[str, Any]) -> str:
+    """A comparison's verdict; in parentheses for a reference row (not in the claim's verdict)."""
+    return c["verdict"] if c.get("in_verdict", True) else f"({c['verdict']})"
 
 
 def _fmt(metric: str, value: float | None, sd: float | None = None, signed: bool = False) -> str:
@@ -191,16 +293,19 @@ def claims_markdown(claims: dict[str, Any] | None) -> str:
     lines = [f"Over {n} seed{'s' if n != 1 else ''}. Rule: {claims['rule']}"
              + ("" if n > 1 else " One seed: rerun with `--seeds 3` to measure the spread."), ""]
     for item in claims["items"]:
-        lines += [f"### ({item['claim']}) {item['statement']}: **{item['verdict']}**", ""]
+        lines += [f"### {_title(item)} {item['statement']}: **{item['verdict']}**", ""]
+        used = _verdict_from(item)
+        if used:
+            lines += [used[0].upper() + used[1:] + ".", ""]
         if item["comparisons"]:
             lines += ["| metric | claimed better | other | gain Δ | threshold | verdict |",
                       "|---|---|---|---:|---:|---|"]
             for c in item["comparisons"]:
                 m = c["metric"]
-                lines.append(f"| {METRIC_NAMES.get(m, m)}{' (lower is better)' if c['lower_is_better'] else ''} | "
+                lines.append(f"| {_metric_text(c)} | "
                              f"{c['better']} {_fmt(m, c['better_mean'], c['better_std'])} | "
                              f"{c['other']} {_fmt(m, c['other_mean'], c['other_std'])} | "
-                             f"{_fmt(m, c['gain'], signed=True)} | {_fmt(m, c['threshold'])} | {c['verdict']} |")
+                             f"{_fmt(m, c['gain'], signed=True)} | {_fmt(m, c['threshold'])} | {_verdict_text(c)} |")
             lines.append("")
         if item["missing"]:
             lines += [f"Missing from this run: {'; '.join(item['missing'])}.", ""]
@@ -217,12 +322,15 @@ def findings_markdown(report: dict[str, Any]) -> str:
              f"({', '.join(str(s) for s in report.get('seeds') or [])}); mean ± sd over seeds. "
              f"Rule: {claims['rule']}", ""]
     for item in claims["items"]:
-        lines.append(f"- **({item['claim']}) {item['statement']}: {item['verdict']}.**")
+        used = _verdict_from(item)
+        lines.append(f"- **{_title(item)} {item['statement']}: {item['verdict']}.**"
+                     + (f" {used[0].upper() + used[1:]}." if used else ""))
         for c in item["comparisons"]:
             m = c["metric"]
-            lines.append(f"  - {METRIC_NAMES.get(m, m)}: {c['better']} {_fmt(m, c['better_mean'], c['better_std'])} "
-                         f"vs {c['other']} {_fmt(m, c['other_mean'], c['other_std'])}, Δ "
-                         f"{_fmt(m, c['gain'], signed=True)} (threshold {_fmt(m, c['threshold'])}): {c['verdict']}")
+            lines.append(f"  - {_metric_text(c, direction=False)}: {c['better']} "
+                         f"{_fmt(m, c['better_mean'], c['better_std'])} vs {c['other']} "
+                         f"{_fmt(m, c['other_mean'], c['other_std'])}, Δ "
+                         f"{_fmt(m, c['gain'], signed=True)} (threshold {_fmt(m, c['threshold'])}): {_verdict_text(c)}")
         if item["missing"]:
             lines.append(f"  - missing from the run: {'; '.join(item['missing'])}")
     with_crf = _number(report.get("full_supervision_miou_crf"))

@@ -15,6 +15,7 @@ from sharpen_core.layout import FULL_SUPERVISION, RunLayout, segmenter_name
 from sharpen_core.stage_records import (EvaluationRecord, MetricsHistory, PredictRecord, QualityRecord, StageRecord,
                                         SubmissionRecord)
 
+from .aggregate import CLASSIFIER_FIELDS
 from .plan import STAGES, cue_split, cue_sets, segmenters
 
 
@@ -31,6 +32,20 @@ def read_json_file(path: Path) -> dict[str, Any] | None:
 def _history(path: Path) -> list[dict[str, Any]] | None:
     history = MetricsHistory.read(path)
     return history.entries if history is not None else None
+
+
+def classifier_fields(evaluation: EvaluationRecord | None) -> dict[str, float | None]:
+    """A classifier's own numbers for each of its rows (:data:`pipeline.aggregate.CLASSIFIER_FIELDS`): the
+    attention overlap of Grad-CAM and channel-weighted maps at the last and the inner layer (docs/method.md
+    §2.7), the KS distance (§6.3); None where the evaluation did not measure it."""
+    out: dict[str, float | None] = dict.fromkeys(CLASSIFIER_FIELDS)
+    if evaluation is None:
+        return out
+    for layer, overlaps in (("last", evaluation.attention_overlap), ("inner", evaluation.attention_overlap_inner)):
+        for mechanism in ("gradcam", "channel"):
+            out[f"overlap_{mechanism}_{layer}"] = (overlaps or {}).get(mechanism)
+    out["cls_ks"] = evaluation.ks_target_vs_confusing
+    return out
 
 
 def collect_summary(cfg: Config, layout: RunLayout, skip_stages: Sequence[str] = ()) -> dict[str, Any]:
@@ -50,6 +65,7 @@ def collect_summary(cfg: Config, layout: RunLayout, skip_stages: Sequence[str] =
                 "cls_auc": evaluation.macro_auc if evaluation else None,
                 "attention_overlap": (evaluation.attention_overlap or {}).get(mechanism)
                 if evaluation and mechanism else None,
+                **classifier_fields(evaluation),
                 "cue_best_tau": None, "cue_miou": None, "seed_precision": None, "seed_recall": None,
                 "seg_miou": None, "seg_miou_crf": None, "per_class_iou": {}, "tau_curve": None, "maps_dir": None,
             }
@@ -90,6 +106,7 @@ def collect_summary(cfg: Config, layout: RunLayout, skip_stages: Sequence[str] =
         "submission": submission.to_json() if submission else None,
         "dataset_root": cfg.data.root, "val_split": split, "cue_split": cue_split(cfg),
         "classifiers": {v: {"map": e.map if e else None, "per_class_ap": (e.per_class_ap if e else None) or {},
+                            "gradcampp_linearity": e.gradcampp_linearity if e else None,
                             "history": _history(layout.classifier_metrics(v))}
                         for v, e in evaluations.items()},
         "segmenters": {name: {"supervision": supervision, "history": _history(layout.segmenter_metrics(name))}

@@ -17,7 +17,7 @@ from .numbers import hms, is_number
 # How each field of a row is printed, and the table's columns in order.
 PERCENT_FIELDS = frozenset({"cls_map", "cue_miou", "seed_precision", "seed_recall", "seg_miou", "seg_miou_crf",
                             RATIO_FIELD, *FULL_FIELDS})
-DECIMALS = {"cls_auc": 3, "attention_overlap": 3, "cue_best_tau": 2}
+DECIMALS = {"cls_auc": 3, "attention_overlap": 3, "cue_best_tau": 2, "cls_ks": 3}
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cls_map", "cls mAP"), ("cls_auc", "AUC"), ("attention_overlap", "attention overlap"),
     ("cue_best_tau", "cue τ*"), ("cue_miou", "cue mIoU"), ("seed_precision", "seed P"),
@@ -26,6 +26,13 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 DASH = "–"
 TAU_EDGE_MARK = " ⚠"
+CLASSIFIER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("cls_map", "cls mAP"), ("cls_ks", "KS(t, conf) ↑"), ("overlap_gradcam_last", "L_AS Grad-CAM last ↓"),
+    ("overlap_channel_last", "L_AS channel last ↓"), ("overlap_gradcam_inner", "L_AS Grad-CAM inner ↓"),
+    ("overlap_channel_inner", "L_AS channel inner ↓"),
+)
+LINEARITY_TIE = 0.05
+"""Below this median of |g·ΣA|/2, Grad-CAM++'s maps are channel-weighted's (docs/method.md §6.4)."""
 
 
 def format_value(field: str, value: float | None, std: float | None = None) -> str:
@@ -51,6 +58,42 @@ def main_table_markdown(report: dict[str, Any]) -> str:
         lines += ["", f"{TAU_EDGE_MARK} best τ at an edge of the τ sweep (`eval.tau_min`..`eval.tau_max`): the sweep "
                       "is too narrow to show where these maps' best τ lies; widen it."]
     return "\n".join(lines) + "\n"
+
+def classifiers_table_markdown(report: dict[str, Any]) -> str:
+    """One line per classifier: mAP, KS distance and the attention overlap L_AS of Grad-CAM and
+    channel-weighted maps at the last and the inner layer (claim (c)'s measures, docs/method.md §2.7)."""
+    header = ["classifier", *[title for _, title in CLASSIFIER_COLUMNS]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(CLASSIFIER_COLUMNS)) + "|"]
+    seen: set[str] = set()
+    for row in report.get("rows") or []:
+        name = str(row.get("classifier"))
+        if name in seen:
+            continue
+        seen.add(name)
+        cells = [name] + [format_value(f, row.get(f), row.get(f + "_std")) for f, _ in CLASSIFIER_COLUMNS]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+def linearity_lines(report: dict[str, Any]) -> list[str]:
+    """Per classifier, why Grad-CAM++ and channel-weighted rows agree (or not): the median and p99 of
+    |g·ΣA|/2 at the cue layer (docs/method.md §6.4); none for classifiers without the measurement."""
+    out = []
+    for name, entry in (report.get("classifiers") or {}).items():
+        lin = (entry or {}).get("gradcampp_linearity") or {}
+        median, p99 = lin.get("median"), lin.get("p99")
+        if not is_number(median):
+            continue
+        where = f"at layer `{lin.get('layer')}` of `{name}`"
+        numbers = f"median |g·ΣA|/2 = {float(median):.2g} (p99 {float(p99):.2g})" if is_number(p99) else \
+            f"median |g·ΣA|/2 = {float(median):.2g}"
+        if float(median) < LINEARITY_TIE:
+            out.append(f"Grad-CAM++ ≈ channel-weighted/2 {where} because {numbers}; the two rows agree by "
+                       "construction (Grad-CAM++'s weight Σ g/(2 + g·ΣA) is channel-weighted's Σ g halved while "
+                       "|g·ΣA| ≪ 2; docs/method.md §6.4).")
+        else:
+            out.append(f"Grad-CAM++ and channel-weighted differ {where}: {numbers} is not ≪ 1, so Grad-CAM++'s "
+                       "weight Σ g/(2 + g·ΣA) is not channel-weighted's Σ g halved (docs/method.md §6.4).")
+    return out
 
 def _hms(seconds: float | None) -> str:
     if not is_number(seconds):
@@ -133,6 +176,15 @@ def report_markdown(report: dict[str, Any]) -> str:
         "",
         _submission_line(report),
         "",
+        "## Classifiers",
+        "",
+        "Attention overlap L_AS (Eq. 3, target vs most confusing class, val split; lower is better separated) of "
+        "Grad-CAM and channel-weighted maps at the last and the inner layer, and the KS distance between target "
+        "and most-confusing-class probabilities (higher is better): claim (c)'s measures (docs/method.md §2.7).",
+        "",
+        classifiers_table_markdown(report),
+        *[f"- {line}" for line in linearity_lines(report)],
+        *([""] if linearity_lines(report) else []),
         "## Leaderboard: attention mechanisms as localization cues (by cue mIoU)",
         "",
         leaderboard_markdown(report.get("leaderboard") or []),

@@ -90,11 +90,12 @@ def run_data_stage(cfg: Config, layout: RunLayout, progress: bool, peak: StagePe
 
 
 def _attention_mechanisms(cfg: Config, variant: str) -> list[str]:
-    """The native mechanisms of the variant's cue sets, for the attention overlap (adapter ones: too slow)."""
+    """Grad-CAM, channel-weighted (always: claim (c)'s measures, docs/method.md §2.7) and the other native
+    mechanisms of the variant's cue sets, for the attention overlap (adapter ones: too slow)."""
     from sharpen_attention.mechanisms import MECHANISMS
 
     mechanisms = [m for v, m in cue_sets(cfg) if v == variant and m in MECHANISMS]
-    return list(dict.fromkeys(mechanisms or ["gradcam", "channel"]))
+    return list(dict.fromkeys(["gradcam", "channel", *mechanisms]))
 
 
 def _pretrained_start(cfg: Config, layout: RunLayout, stage: str, progress: bool) -> tuple[Config, dict[str, Any]]:

@@ -80,6 +80,56 @@ def gradcampp_weights(acts: Tensor, grads: Tensor, eps: float = 0.0) -> Tensor:
     return (a * grads.relu()).sum(dim=(-2, -1))
 
 
+LINEARITY_QUANTILES: tuple[tuple[str, float], ...] = (("median", 0.5), ("p90", 0.9), ("p99", 0.99))
+
+
+def gradcampp_linearity_terms(acts: Tensor, grads: Tensor) -> Tensor:
+    """``|g^c_kij · Σ_ab A_kab| / 2`` at every entry with ``g^c_kij > 0`` (docs/method.md §6.4), as a 1-D tensor.
+
+    Grad-CAM++'s weight ``Σ_ij g / (2 + g·ΣA)`` (:func:`gradcampp_weights`, over ``g > 0``) is
+    ``Σ_ij (g/2) / (1 + t)`` with ``t = g·ΣA/2``: while every ``|t| ≪ 1`` it is the channel-weighted
+    weight's ``Σ_ij ReLU(g)`` halved (to within a factor in ``[1/(1 + max t), 1/(1 − max |t|)]``), and the
+    max-normalised maps of the two mechanisms coincide. ``acts`` (B, K, H, W) broadcasts against
+    ``grads`` (B, C, K, H, W) as in :func:`gradcampp_weights`.
+    """
+    if acts.dim() == grads.dim() - 1:
+        acts = acts.unsqueeze(1)
+    sum_acts = acts.sum(dim=(-2, -1), keepdim=True)
+    t = (grads * sum_acts).abs() / 2.0
+    return t[(grads > 0).expand_as(t)].reshape(-1)
+
+
+def linearity_summary(terms: Tensor, maximum: float | None = None, count: int | None = None
+                      ) -> dict[str, float | int | None]:
+    """``{"median", "p90", "p99", "max", "entries"}`` of the values ``terms`` (1-D; quantiles by linear
+    interpolation between order statistics, as ``numpy.percentile``); all None without values.
+
+    ``maximum`` and ``count`` override the max and the number of entries (when ``terms`` is a subsample
+    of a larger set whose max and size are known).
+    """
+    values = terms.detach().reshape(-1).double().cpu()
+    n = int(values.numel())
+    if n == 0:
+        return {**{name: None for name, _ in LINEARITY_QUANTILES}, "max": maximum, "entries": count or 0}
+    values, _ = values.sort()
+    out: dict[str, float | int | None] = {}
+    for name, q in LINEARITY_QUANTILES:
+        pos = q * (n - 1)
+        lo = int(pos)
+        hi = min(lo + 1, n - 1)
+        out[name] = float(values[lo] + (pos - lo) * (values[hi] - values[lo]))
+    out["max"] = float(values[-1]) if maximum is None else float(maximum)
+    out["entries"] = n if count is None else int(count)
+    return out
+
+
+def gradcampp_linearity(acts: Tensor, grads: Tensor) -> dict[str, float | int | None]:
+    """The distribution of ``|g·ΣA|/2`` over the positive-gradient entries (:func:`gradcampp_linearity_terms`):
+    median, p90, p99, max and the number of entries. A median well under 1 means Grad-CAM++'s maps are
+    the channel-weighted ones (docs/method.md §6.4)."""
+    return linearity_summary(gradcampp_linearity_terms(acts, grads))
+
+
 # --------------------------------------------------------------------------- the registry
 
 @dataclass(frozen=True)

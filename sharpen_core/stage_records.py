@@ -96,9 +96,15 @@ class MetricsHistory:
 class EvaluationRecord(JsonRecord):
     """``classify/<variant>/evaluation.json``: the classifier on the val split. A multi-label dataset (VOC)
     gives ``map``, ``macro_auc`` and ``per_class_ap``, a single-label one ``top1`` and ``top5``; the other
-    kind's fields are left out. ``train_wall_seconds``: written by ``sharpen run`` only."""
+    kind's fields are left out. ``train_wall_seconds``: written by ``sharpen run`` only.
 
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"train_wall_seconds"})
+    ``attention_overlap``: per mechanism, the overlap at the last layer; ``attention_overlap_inner``: at the
+    inner layer (docs/method.md §2.7); ``gradcampp_linearity``: ``{"layer", "module", "median", "p90",
+    "p99", "max", "entries"}`` of ``|g·ΣA|/2`` at the cue layer (§6.4). The last two are absent from
+    evaluations written before they existed (read as None)."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"train_wall_seconds", "attention_overlap_inner",
+                                                    "gradcampp_linearity"})
     MULTILABEL: ClassVar[tuple[str, ...]] = ("map", "macro_auc", "per_class_ap")
     SINGLE_LABEL: ClassVar[tuple[str, ...]] = ("top1", "top5")
     WHAT: ClassVar[str] = "classifier evaluation (evaluation.json of `sharpen classify evaluate`)"
@@ -116,6 +122,8 @@ class EvaluationRecord(JsonRecord):
     ks_target_vs_confusing: float | None = None
     per_class_ap: dict[str, float | None] | None = None
     attention_overlap: dict[str, float] = field(default_factory=dict)
+    attention_overlap_inner: dict[str, float] | None = None
+    gradcampp_linearity: dict[str, Any] | None = None
     seconds: float | None = None
     train_wall_seconds: float | None = None
 

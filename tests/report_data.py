@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from sharpen_core.config import Config
 
-REQUIRED_ROW_KEYS = ("classifier", "mechanism", "cls_map", "cls_auc", "attention_overlap", "cue_best_tau", "cue_miou",
-                     "seed_precision", "seed_recall", "seg_miou", "seg_miou_crf")
+REQUIRED_ROW_KEYS = ("classifier", "mechanism", "cls_map", "cls_auc", "attention_overlap", "overlap_gradcam_last",
+                     "overlap_channel_last", "overlap_gradcam_inner", "overlap_channel_inner", "cls_ks", "cue_best_tau",
+                     "cue_miou", "seed_precision", "seed_recall", "seg_miou", "seg_miou_crf")
 CLASSES = ["background", "aeroplane", "bicycle", "bird"]
 TAUS = [0.1, 0.2, 0.3, 0.4]
 
@@ -13,7 +14,9 @@ TAUS = [0.1, 0.2, 0.3, 0.4]
 def row(classifier: str, mechanism: str | None, base: float, maps_dir: str | None = None) -> dict:
     """A row of one cue set whose numbers all follow from ``base``."""
     return {"classifier": classifier, "mechanism": mechanism, "cls_map": 0.8 + base / 10, "cls_auc": 0.9512,
-            "attention_overlap": 0.1234, "cue_best_tau": 0.2, "cue_miou": base, "seed_precision": 0.71,
+            "attention_overlap": 0.1234, "overlap_gradcam_last": 0.15, "overlap_channel_last": 0.82,
+            "overlap_gradcam_inner": 0.3, "overlap_channel_inner": 0.5, "cls_ks": 0.6, "cue_best_tau": 0.2,
+            "cue_miou": base, "seed_precision": 0.71,
             "seed_recall": 0.42, "seg_miou": base + 0.1, "seg_miou_crf": base + 0.12,
             "per_class_iou": {c: base + 0.1 * k for k, c in enumerate(CLASSES)},
             "tau_curve": {"tau": TAUS, "miou": [base - 0.05, base, base - 0.02, base - 0.1]}, "maps_dir": maps_dir}

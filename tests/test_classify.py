@@ -131,8 +131,22 @@ def test_evaluate_and_refusals(small_root, tmp_path, capsys):
     result = evaluate_classifier(cfg, tmp_path / "checkpoint.pt", out_json=tmp_path / "e.json", progress=False)
     assert 0 <= result["map"] <= 1 and 0 <= result["macro_auc"] <= 1
     assert result["per_class_ap"]["bicycle"] is None  # not a class of the built-in dataset
-    assert set(result["attention_overlap"]) == {"gradcam", "channel"}
-    assert json.loads((tmp_path / "e.json").read_text())["images"] == result["images"]
+    # the overlap at the last and the inner layer, Grad-CAM and channel-weighted always (docs/method.md §2.7)
+    assert set(result["attention_overlap"]) == set(result["attention_overlap_inner"]) == {"gradcam", "channel"}
+    assert all(0 <= v <= 1 for layer in ("attention_overlap", "attention_overlap_inner")
+               for v in result[layer].values())
+    assert 0 <= result["ks_target_vs_confusing"] <= 1
+    # |g·ΣA|/2 at the cue layer (quick.toml: cues.layer), over every positive gradient of the images' targets
+    lin = result["gradcampp_linearity"]
+    assert lin["layer"] == cfg.cues.layer and lin["module"] in ("layer3", "layer4") and lin["entries"] > 0
+    assert 0 <= lin["median"] <= lin["p90"] <= lin["p99"] <= lin["max"]
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert saved["images"] == result["images"] and saved["gradcampp_linearity"] == lin
+    assert saved["attention_overlap_inner"] == result["attention_overlap_inner"]
+    more = evaluate_classifier(cfg, tmp_path / "checkpoint.pt", mechanisms=("gradcampp",), progress=False,
+                               max_batches=1)
+    assert list(more["attention_overlap"]) == list(more["attention_overlap_inner"]) == ["gradcam", "channel",
+                                                                                         "gradcampp"]
     # a checkpoint of another architecture is refused, saying which
     with pytest.raises(CheckpointMismatch, match="architecture 'resnet18', but this run uses 'resnet50'"):
         evaluate_classifier(_cfg(small_root, "classify.arch=resnet50"), tmp_path / "checkpoint.pt", progress=False)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.claims import FAILS, HOLDS, NOISE, UNMEASURED, compare, findings_markdown, judge, paper_claims, pooled_sd
+from pipeline.claims import (FAILS, HOLDS, NOISE, UNMEASURED, claims_markdown, compare, findings_markdown, judge,
+                             paper_claims, pooled_sd)
 from sharpen_core.config import Config, load_config
 from pipeline.leaderboard import leaderboard, leaderboard_markdown
 from pipeline.report import build_report
@@ -60,8 +61,17 @@ def test_compare_orients_the_gain_by_the_claim():
     assert compare(a, _row("baseline", "gradcam"), "cue_miou") is None
 
 
-def _study_rows() -> list[dict]:
-    base = dict(cls_map=[0.50, 0.52, 0.54])
+# claim (c)'s classifier-level measures (in every row of the classifier, as pipeline.collect writes them)
+BASE_CLS = dict(cls_map=[0.50, 0.52, 0.54], overlap_gradcam_last=[0.15, 0.15, 0.15],
+                overlap_channel_last=[0.82, 0.84, 0.86], overlap_gradcam_inner=[0.30, 0.31, 0.32],
+                overlap_channel_inner=[0.50, 0.52, 0.54], cls_ks=[0.60, 0.62, 0.64])
+ICASC_CLS = dict(cls_map=[0.49, 0.53, 0.55], overlap_gradcam_last=[0.10, 0.11, 0.12],
+                 overlap_channel_last=[0.40, 0.42, 0.44], overlap_gradcam_inner=[0.20, 0.21, 0.22],
+                 overlap_channel_inner=[0.40, 0.42, 0.44], cls_ks=[0.70, 0.72, 0.74])
+
+
+def _study_rows(icasc: dict | None = None, *extra: dict) -> list[dict]:
+    base = BASE_CLS
     return [
         _row("baseline", "gradcam", cue_miou=[0.20, 0.21, 0.22], seg_miou_crf=[0.30, 0.31, 0.32],
              attention_overlap=[0.9, 0.9, 0.9], **base),
@@ -71,7 +81,8 @@ def _study_rows() -> list[dict]:
              attention_overlap=[0.6, 0.62, 0.64], **base),
         _row("baseline", "layercam", cue_miou=[0.40, 0.40, 0.40], **base),
         _row("icasc", "channel", cue_miou=[0.3, 0.3, 0.3], attention_overlap=[0.40, 0.42, 0.44],
-             cls_map=[0.49, 0.53, 0.55]),
+             **{**ICASC_CLS, **(icasc or {})}),
+        *extra,
     ]
 
 
@@ -87,9 +98,69 @@ def test_paper_claims_on_a_hand_made_study():
     assert a["verdict"] == NOISE and a["missing"] == []
     # (b): mAP 0.5233 vs 0.52: gain 0.0033 within noise
     assert b["verdict"] == NOISE and b["comparisons"][0]["gain"] == pytest.approx(1.57 / 3 - 0.52)
-    # (c): overlap 0.42 vs 0.62, sd 0.02 each: gain 0.20 > max(0.04, 0.02): holds
-    assert c["verdict"] == HOLDS and c["comparisons"][0]["gain"] == pytest.approx(0.20)
-    assert c["comparisons"][0]["threshold"] == pytest.approx(0.04)
+    # (c), from the measures icasc was not trained on, in order: Grad-CAM last 0.11 vs 0.15 (sd 0.01 vs 0:
+    # pooled sqrt(2·0.0001/4) = 0.0071, threshold the 0.02 floor), channel inner 0.42 vs 0.52 (pooled 0.02,
+    # threshold 0.04), Grad-CAM inner 0.21 vs 0.31, KS 0.72 vs 0.62 (higher is better): all hold
+    assert c["variant"] == "icasc" and b["variant"] == "icasc" and "variant" not in a
+    assert c["verdict_from"] == ["overlap_gradcam_last", "overlap_channel_inner", "overlap_gradcam_inner", "cls_ks"]
+    assert c["reference"] == ["overlap_channel_last"]
+    got = [(x["metric"], x["lower_is_better"], x["in_verdict"], x["verdict"]) for x in c["comparisons"]]
+    assert got == [("overlap_gradcam_last", True, True, HOLDS), ("overlap_channel_inner", True, True, HOLDS),
+                   ("overlap_gradcam_inner", True, True, HOLDS), ("cls_ks", False, True, HOLDS),
+                   ("overlap_channel_last", True, False, HOLDS)]
+    gains = [x["gain"] for x in c["comparisons"]]
+    assert gains == pytest.approx([0.04, 0.10, 0.10, 0.10, 0.42])
+    assert [x["threshold"] for x in c["comparisons"][:2]] == pytest.approx([0.02, 0.04])
+    assert c["verdict"] == HOLDS and c["missing"] == []
+    assert c["comparisons"][-1]["note"] == "ICASC's training objective: reference, not in the verdict"
+
+
+def test_claim_c_leaves_the_training_objective_out_and_reads_ks_upwards():
+    # the circular measure (channel-weighted L_AS at the last layer, icasc's own objective) against the claim:
+    # the verdict does not move
+    worse = paper_claims(_study_rows({"overlap_channel_last": [0.95, 0.95, 0.95]}), 3)["items"][2]
+    assert worse["comparisons"][-1]["verdict"] == FAILS and worse["verdict"] == HOLDS
+    # KS: higher is better; icasc's 0.52 vs the baseline's 0.62 goes against the claim
+    ks = paper_claims(_study_rows({"cls_ks": [0.50, 0.52, 0.54]}), 3)["items"][2]
+    assert ks["comparisons"][3]["gain"] == pytest.approx(-0.10) and ks["verdict"] == FAILS
+    # a non-circular overlap within noise: the claim is within noise
+    noisy = paper_claims(_study_rows({"overlap_gradcam_inner": [0.30, 0.30, 0.30]}), 3)["items"][2]
+    assert noisy["verdict"] == NOISE
+    # no inner-layer numbers (an evaluation from before they existed): named as missing, verdict from the rest
+    rows = _study_rows()
+    for key in ("overlap_gradcam_inner", "overlap_gradcam_inner_std", "overlap_gradcam_inner_values"):
+        del rows[-1][key]
+    old = paper_claims(rows, 3)["items"][2]
+    assert old["missing"] == ["overlap_gradcam_inner of icasc or baseline"] and old["verdict"] == HOLDS
+
+
+def test_claims_b_and_c_per_icasc_variant():
+    """One item (b) and (c) per ICASC variant; a variant trained on Grad-CAM maps has Grad-CAM's last-layer
+    overlap as its reference row and channel-weighted's in the verdict."""
+    at_val = _row("icasc@val", "channel", **{**ICASC_CLS, "cls_map": [0.60, 0.60, 0.60]})
+    on_gradcam = _row("icasc-gradcam", None, **{**ICASC_CLS, "overlap_channel_last": [0.95, 0.95, 0.95]})
+    items = paper_claims(_study_rows(None, at_val, on_gradcam), 3)["items"]
+    assert [(i["claim"], i.get("variant")) for i in items] == [
+        ("a", None), ("b", "icasc"), ("b", "icasc@val"), ("b", "icasc-gradcam"),
+        ("c", "icasc"), ("c", "icasc@val"), ("c", "icasc-gradcam")]
+    assert items[2]["verdict"] == HOLDS and items[2]["comparisons"][0]["gain"] == pytest.approx(0.08)
+    gradcam = items[6]
+    assert gradcam["reference"] == ["overlap_gradcam_last"]
+    assert gradcam["verdict_from"] == ["overlap_channel_inner", "overlap_gradcam_inner", "overlap_channel_last",
+                                       "cls_ks"]
+    # its channel-weighted last-layer overlap (0.95 vs 0.84) is not its objective: it enters, and fails the claim
+    assert gradcam["verdict"] == FAILS and gradcam["comparisons"][-1]["metric"] == "overlap_gradcam_last"
+    md = claims_markdown(paper_claims(_study_rows(None, at_val, on_gradcam), 3))
+    assert "### (c, icasc-gradcam) ICASC separates" in md and "### (b, icasc@val) ICASC training" in md
+    assert ("Verdict from: channel-weighted L_AS at the inner layer; Grad-CAM L_AS at the inner layer; "
+            "channel-weighted L_AS at the last layer; KS distance (not from Grad-CAM L_AS at the last layer: "
+            "ICASC's training objective).") in md
+    assert ("| L_AS of Grad-CAM maps, last layer (lower is better) (ICASC's training objective: reference, not in "
+            "the verdict) | icasc-gradcam 0.110 ± 0.010 | baseline 0.150 ± 0.000 | +0.040 | 0.020 | (holds) |") in md
+    # a run without an ICASC variant: (b) and (c) for "icasc", not measured
+    only_base = [r for r in _study_rows() if r["classifier"] == "baseline"]
+    assert [(i["claim"], i.get("variant"), i["verdict"]) for i in paper_claims(only_base, 3)["items"][1:]] == [
+        ("b", "icasc", UNMEASURED), ("c", "icasc", UNMEASURED)]
 
 
 def test_a_claim_against_the_paper_and_missing_rows():
@@ -100,7 +171,7 @@ def test_a_claim_against_the_paper_and_missing_rows():
     a, b, c = paper_claims(only, 3)["items"]
     assert a["verdict"] == UNMEASURED and "channel" in a["missing"][0]
     assert b["verdict"] == UNMEASURED and b["missing"] == ["icasc"]
-    assert c["verdict"] == UNMEASURED and c["missing"] == ["icasc/channel", "baseline/channel"]
+    assert c["verdict"] == UNMEASURED and c["missing"] == ["icasc"]
 
 
 def test_report_has_claims_and_a_leaderboard(tmp_path):
@@ -162,7 +233,13 @@ def test_update_readme_findings_from_a_synthetic_report(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n<!-- findings:begin -->\n") and text.endswith("<!-- findings:end -->\ntail\n")
     assert "STALE TEXT" not in text and findings_markdown(report) in text
-    assert "- **(c) ICASC's attention overlap" in text and ": holds.**" in text
+    assert "- **(c, icasc) ICASC separates" in text
+    assert (": holds.** Verdict from: Grad-CAM L_AS at the last layer; channel-weighted L_AS at the inner layer; "
+            "Grad-CAM L_AS at the inner layer; KS distance (not from channel-weighted L_AS at the last layer: "
+            "ICASC's training objective)." in text)
+    assert ("  - L_AS of channel-weighted maps, last layer (ICASC's training objective: reference, not in the "
+            "verdict): icasc 0.420 ± 0.020 vs baseline 0.840 ± 0.020, Δ +0.420 (threshold 0.040): (holds)") in text
+    assert "  - KS distance, target vs most confusing class probabilities (higher is better): icasc 0.720" in text
     # the numbers as the report has them: channel 32.0 ± 2.0 vs gradcam 21.0 ± 1.0, Δ +11.0
     assert "baseline/channel 32.0 ± 2.0 vs baseline/gradcam 21.0 ± 1.0, Δ +11.0" in text
     assert "fully supervised reference): val mIoU with CRF 45.0 ± 1.0." in text
