@@ -37,7 +37,7 @@ TAU_EDGE_NOTE = ("the best cue mIoU is reached only at an end of the τ sweep (`
 FLOOR_NOTE = ("Floors: the cue mIoU of maps that do not localize, made from each image's ground-truth labels "
               "alone (floor-uniform: every label over the whole image; floor-centre: a centred Gaussian for every "
               "label), scored like the cue sets; gain over floor = a cue set's cue mIoU minus the best floor's.")
-SEED_NOTE = ("seed P/R: the SEC seeds' precision and recall at SEC's fixed foreground threshold "
+SEED_NOTE = ("Seed P/R: the SEC seeds' precision and recall at SEC's fixed foreground threshold "
              "(`cues.fg_threshold`, the protocol); seed P@τ*/R@τ*: the same seeds with the threshold at the "
              "maps' own best τ.")
 

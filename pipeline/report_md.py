@@ -80,7 +80,7 @@ def main_table_markdown(report: dict[str, Any]) -> str:
     if report.get("floors"):
         notes.append(FLOOR_NOTE)
     if any(f in CUE_FIELDS for f, _ in columns):
-        notes.append(SEED_NOTE[0].upper() + SEED_NOTE[1:])
+        notes.append(SEED_NOTE)
     for note in notes:
         lines += ["", note]
     return "\n".join(lines) + "\n"
