@@ -160,6 +160,10 @@ def test_leaderboard_lists_the_floors_unranked_among_the_cue_sets():
     assert "| – | – | floor-uniform | floor: labels over the whole image | 20.0 | – | 0.00 | 50.0 | – |" in md
     assert "| 2 | b | channel | native; channel weight = mean positive gradient (Eq. 2, ICASC) | 25.0 | -5.0 |" in md
     assert "Floors: the cue mIoU of maps that do not localize" in md and "⚠ the best cue mIoU" in md
+    from cues.quality import FLOORS
+    from pipeline.leaderboard import FLOOR_KINDS
+
+    assert list(FLOOR_KINDS) == list(FLOORS)  # every floor the cues stage scores has its kind
 
 
 # --------------------------------------------------------------------------- README findings
