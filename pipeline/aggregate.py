@@ -6,7 +6,9 @@ With several seeds each numeric field holds the mean over seeds, plus ``<field>_
 deviation, ``ddof=1``; ``None`` with fewer than two values) and ``<field>_values`` (one entry per seed,
 ``None`` where that seed did not produce it). The weak/full ratio of a row is its segmenter's val mIoU
 with CRF over the fully supervised segmenter's val mIoU with CRF (both without CRF when the reference
-has no CRF number); with several seeds it is computed per seed, then averaged.
+has no CRF number); with several seeds it is computed per seed, then averaged. So is a row's gain over the
+floors (``cue_gain_over_floor``): its cue mIoU minus the best cue mIoU of the floors of the same seed
+(maps that do not localize, docs/method.md §6.2; :func:`aggregate_floors` gives the floors themselves).
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ ROW_FIELDS: tuple[str, ...] = ("cls_map", "cls_auc", "attention_overlap", *CLASS
                                "cue_miou", "seed_precision", "seed_recall", "seg_miou", "seg_miou_crf")
 LINEARITY_STATS: tuple[str, ...] = ("median", "p90", "p99", "max")  # of |g·ΣA|/2 (docs/method.md §6.4)
 RATIO_FIELD = "weak_full_ratio"
+# The cue fields read beside ROW_FIELDS: SEC's seeds with the foreground threshold at the maps' own τ*
+# (those of ROW_FIELDS are at SEC's fixed cues.fg_threshold), and the gain over the floors (per seed).
+CUE_FIELDS: tuple[str, ...] = ("seed_precision_at_tau", "seed_recall_at_tau")
+GAIN_FIELD = "cue_gain_over_floor"
+# The numeric fields of a floor (summary["floors"][i], pipeline.collect.collect_floors).
+FLOOR_FIELDS: tuple[str, ...] = ("best_tau", "best_miou", "seed_precision", "seed_recall", "seed_precision_at_tau",
+                                 "seed_recall_at_tau")
 FULL_FIELDS: tuple[str, ...] = ("full_supervision_miou", "full_supervision_miou_crf")
 NOISE_MIOU = 0.02  # WSSS results move by about 2 mIoU between seeds
 CLASSIFY_TERMS: tuple[str, ...] = ("train_loss", "train_cls", "train_as_inner", "train_as_last", "train_ac")
@@ -69,6 +78,16 @@ def _row_ratio(row: dict[str, Any], summary: dict[str, Any], basis: str) -> floa
     if basis == "crf":
         return _ratio(row.get("seg_miou_crf"), summary.get("full_supervision_miou_crf"))
     return _ratio(row.get("seg_miou"), summary.get("full_supervision_miou"))
+
+def best_floor_miou(floors: Sequence[dict[str, Any]] | None) -> float | None:
+    """The highest ``best_miou`` among one run's floors (None without one)."""
+    values = [float(f["best_miou"]) for f in floors or [] if is_number(f.get("best_miou"))]
+    return max(values) if values else None
+
+def floor_gain(cue_miou: float | None, floors: Sequence[dict[str, Any]] | None) -> float | None:
+    """A row's cue mIoU minus the best floor's of the same run (None when either is missing)."""
+    best = best_floor_miou(floors)
+    return float(cue_miou) - best if is_number(cue_miou) and best is not None else None
 
 def _mean_dict(dicts: Sequence[dict[str, Any] | None]) -> tuple[dict[str, float | None], dict[str, float | None]]:
     """Per-key mean and std of several ``{name: value}`` dicts (keys in order of first appearance)."""
@@ -137,6 +156,14 @@ def aggregate(summary: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, 
             values = [None if r is None else (float(r[f]) if is_number(r.get(f)) else None) for r in matched]
             out[f], out[f + "_std"] = mean_std(values)
             out[f + "_values"] = values
+        for f in CUE_FIELDS:
+            values = [None if r is None else (float(r[f]) if is_number(r.get(f)) else None) for r in matched]
+            out[f], out[f + "_std"] = mean_std(values)
+            out[f + "_values"] = values
+        gains = [None if r is None else floor_gain(r.get("cue_miou"), run.get("floors"))
+                 for r, run in zip(matched, runs)]
+        out[GAIN_FIELD], out[GAIN_FIELD + "_std"] = mean_std(gains)
+        out[GAIN_FIELD + "_values"] = gains
         ratios = [None if r is None else _row_ratio(r, run, basis) for r, run in zip(matched, runs)]
         out[RATIO_FIELD], out[RATIO_FIELD + "_std"] = mean_std(ratios)
         out[RATIO_FIELD + "_values"] = ratios
@@ -156,6 +183,28 @@ def aggregate(summary: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, 
     reference["full_per_class_iou"], reference["full_per_class_iou_std"] = _mean_dict(
         [run.get("full_per_class_iou") for run in runs])
     return rows, reference, notes
+
+def aggregate_floors(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The floors (docs/method.md §6.2), matched across seeds by name in order of first appearance: each
+    of :data:`FLOOR_FIELDS` as mean, ``_std`` and ``_values`` (as the rows), the τ curve averaged pointwise,
+    ``tau_at_edge`` when any seed's is, and ``seeds_present``. ``[]`` when no run has floors."""
+    runs = list(summary.get("per_seed") or [summary])
+    names: list[str] = []
+    for run in [summary, *runs]:
+        names += [str(f.get("name")) for f in run.get("floors") or [] if str(f.get("name")) not in names]
+    out = []
+    for name in names:
+        matched = [next((f for f in run.get("floors") or [] if str(f.get("name")) == name), None) for run in runs]
+        entry: dict[str, Any] = {"name": name}
+        for f in FLOOR_FIELDS:
+            values = [None if e is None else (float(e[f]) if is_number(e.get(f)) else None) for e in matched]
+            entry[f], entry[f + "_std"] = mean_std(values)
+            entry[f + "_values"] = values
+        entry["tau_curve"] = _mean_curve([None if e is None else e.get("tau_curve") for e in matched])
+        entry["tau_at_edge"] = any(bool(e.get("tau_at_edge")) for e in matched if e is not None)
+        entry["seeds_present"] = sum(e is not None for e in matched)
+        out.append(entry)
+    return out
 
 def run_totals(summary: dict[str, Any]) -> dict[str, Any]:
     """The whole run's wall time (summed over seeds) and peak RSS (the largest over seeds), with the per-seed

@@ -48,6 +48,32 @@ def classifier_fields(evaluation: EvaluationRecord | None) -> dict[str, float | 
     return out
 
 
+def _seeds_at_best_tau(quality: QualityRecord) -> dict[str, float | None]:
+    """The mean seed precision/recall with the foreground threshold at the maps' own τ* (docs/method.md §6.2;
+    None in a record written before they were measured)."""
+    star = quality.seeds_at_best_tau or {}
+    return {"seed_precision_at_tau": star.get("mean_precision"), "seed_recall_at_tau": star.get("mean_recall")}
+
+
+def collect_floors(layout: RunLayout) -> list[dict[str, Any]]:
+    """The floors the cues stage scored (``RUN/cues/floors/<floor>/quality.json``, docs/method.md §6.2), in
+    :data:`cues.quality.FLOORS` order: name, best τ and mIoU, the τ curve, seed precision/recall at
+    ``cues.fg_threshold`` and at τ*; those the run lacks are left out."""
+    from cues.quality import FLOORS
+
+    floors = []
+    for name in FLOORS:
+        quality = QualityRecord.read(layout.floor_quality(name))
+        if quality is None:
+            continue
+        floors.append({"name": name, "best_tau": quality.best_tau, "best_miou": quality.best_miou,
+                       "tau_at_edge": bool(quality.tau_at_edge),
+                       "tau_curve": {"tau": quality.tau, "miou": quality.miou},
+                       "seed_precision": quality.seed_precision, "seed_recall": quality.seed_recall,
+                       **_seeds_at_best_tau(quality), "split": quality.split, "images": quality.images})
+    return floors
+
+
 def collect_summary(cfg: Config, layout: RunLayout, skip_stages: Sequence[str] = ()) -> dict[str, Any]:
     """Everything the report shows, read back from the stages' outputs (paths in it relative to the run
     folder; the stage records of ``skip_stages`` left out)."""
@@ -67,6 +93,7 @@ def collect_summary(cfg: Config, layout: RunLayout, skip_stages: Sequence[str] =
                 if evaluation and mechanism else None,
                 **classifier_fields(evaluation),
                 "cue_best_tau": None, "cue_miou": None, "seed_precision": None, "seed_recall": None,
+                "seed_precision_at_tau": None, "seed_recall_at_tau": None,
                 "seg_miou": None, "seg_miou_crf": None, "per_class_iou": {}, "tau_curve": None, "maps_dir": None,
             }
             if mechanism is not None:
@@ -76,6 +103,7 @@ def collect_summary(cfg: Config, layout: RunLayout, skip_stages: Sequence[str] =
                     row.update(cue_best_tau=quality.best_tau, cue_miou=quality.best_miou,
                                cue_tau_at_edge=bool(quality.tau_at_edge),
                                seed_precision=quality.seed_precision, seed_recall=quality.seed_recall,
+                               **_seeds_at_best_tau(quality),
                                tau_curve={"tau": quality.tau, "miou": quality.miou},
                                maps_dir=str(maps_dir.relative_to(layout.root)))
                 predicted = PredictRecord.read(layout.prediction(segmenter_name(variant, mechanism), split) /
@@ -97,6 +125,7 @@ def collect_summary(cfg: Config, layout: RunLayout, skip_stages: Sequence[str] =
     return {
         "name": cfg.run.name, "config": cfg.to_dict(), "config_source": cfg.source, "seeds": [cfg.run.seed],
         "rows": rows,
+        "floors": collect_floors(layout),
         "full_supervision_miou": full.miou_of(crf=False) if full else None,
         "full_supervision_miou_crf": full.miou_of(crf=True) if full else None,
         "full_per_class_iou": full_best.get("per_class_iou") or {},

@@ -7,7 +7,7 @@ their own style. With several seeds every figure that has a number per seed show
 standard deviation (error bars, or bands around curves).
 
 * ``tau_curves``: cue mIoU against the background threshold τ (docs/method.md §6), best τ marked
-  (``rows[].tau_curve``);
+  (``rows[].tau_curve``), the floors as grey dashed reference lines (``floors[].tau_curve``);
 * ``per_class_iou``: per-class IoU of each segmenter (val, with CRF) and of the fully supervised
   reference (``rows[].per_class_iou``, ``full_per_class_iou``);
 * ``seed_precision_recall``: the SEC seeds' mean precision and recall per cue set (``rows[].seed_*``);
@@ -32,8 +32,8 @@ from typing import Any, Callable, Sequence
 from matplotlib.ticker import MaxNLocator
 
 from sharpen_core.numbers import finite
-from sharpen_core.plots import (Bars, Line, draw_grouped_bars, draw_horizontal_bars, draw_lines, figure,
-                                legend_below, line_figure, save_figure, write_csv)
+from sharpen_core.plots import (REFERENCE_COLOUR, Bars, Line, draw_grouped_bars, draw_horizontal_bars, draw_lines,
+                                figure, legend_below, legend_labels, save_figure, write_csv)
 
 # (key, title) in the order report.md shows them.
 FIGURE_TITLES: tuple[tuple[str, str], ...] = (
@@ -46,6 +46,8 @@ FIGURE_TITLES: tuple[tuple[str, str], ...] = (
     ("training_segment", "Training curves of the segmenters"),
     ("stages", "Wall time and peak memory per stage"),
 )
+
+FLOOR_STYLES: tuple[Any, ...] = ("--", (0, (6, 2, 1, 2)))  # the floors' lines in the τ-curve figure
 
 # Loss terms as metrics.json names them, and as the paper / SEC write them.
 TERM_LABELS: dict[str, str] = {
@@ -74,6 +76,7 @@ def tau_curves(report: dict[str, Any], stem: Path) -> None:
     rows = [r for r in report.get("rows") or [] if (r.get("tau_curve") or {}).get("tau")]
     if not rows:
         raise NothingToDraw("no row has a tau curve")
+    floors = [f for f in report.get("floors") or [] if (f.get("tau_curve") or {}).get("tau")]
     lines, table = [], []
     for r in rows:
         c = r["tau_curve"]
@@ -85,10 +88,36 @@ def tau_curves(report: dict[str, Any], stem: Path) -> None:
         lines.append(Line(r["label"], c["tau"], c["miou"], std=std, mark=mark, mark_label=mark_label))
         for i, (t, v) in enumerate(zip(c["tau"], c["miou"])):
             table.append((r["label"], t, v, std[i] if std else None, i == mark))
+    references = []  # the floors: grey dashed lines, no markers (what a map that does not localize reaches)
+    for f in floors:
+        c = f["tau_curve"]
+        mark = best_tau_index(c, f.get("best_tau"))
+        label = floor_label(f["name"])
+        if mark is not None and finite(c["miou"][mark]):
+            label += f" (best {100 * float(c['miou'][mark]):.1f})"
+        references.append((label, c))
+        std = c.get("miou_std")
+        for i, (t, v) in enumerate(zip(c["tau"], c["miou"])):
+            table.append((floor_label(f["name"]), t, v, std[i] if std else None, i == mark))
     write_csv(stem.with_suffix(".csv"), ("series", "tau", "miou", "miou_std", "marked_best"), table)
-    line_figure(stem, lines, title="Cue mIoU against the background threshold τ" + _seeds_note(report),
-                xlabel="background threshold τ (fraction of each map's maximum)", ylabel="cue mIoU (%)",
-                scale=100.0, size=(7.0, 4.8))
+    with figure(7.0, 4.8) as fig:
+        ax = fig.add_subplot()
+        draw_lines(ax, lines, scale=100.0)
+        for k, (label, c) in enumerate(references):
+            ax.plot([float(t) for t in c["tau"]], [100 * float(v) if finite(v) else math.nan for v in c["miou"]],
+                    color=REFERENCE_COLOUR, linestyle=FLOOR_STYLES[k % len(FLOOR_STYLES)], linewidth=1.4,
+                    label=label, zorder=1)
+        ax.set_title("Cue mIoU against the background threshold τ" + _seeds_note(report))
+        ax.set_xlabel("background threshold τ (fraction of each map's maximum)")
+        ax.set_ylabel("cue mIoU (%)")
+        labels = [*legend_labels(lines), *[label for label, _ in references]]
+        legend_below(fig, ax, ncol=1 if len(labels) > 3 or max(len(t) for t in labels) > 40 else len(labels))
+        save_figure(fig, stem)
+
+
+def floor_label(name: str) -> str:
+    """A floor's series name in the τ-curve figure and its CSV."""
+    return f"{name} (floor)"
 
 
 def per_class_iou(report: dict[str, Any], stem: Path) -> None:

@@ -8,9 +8,10 @@ supervised reference, per-stage timings, the config) and writes
 * ``report.json`` (:func:`build_report`): the rows with every number, aggregated over seeds by
   :mod:`pipeline.aggregate` (mean, ``<field>_std``, ``<field>_values``), the reference, the stages, the
   config, each classifier's per-class AP (``classifiers``), the loss curves of every classifier and
-  segmenter from their ``metrics.json`` (``training``), the leaderboard of cue sets by cue mIoU
-  (:mod:`pipeline.leaderboard`), the paper's claims judged against the seed spread (:mod:`pipeline.claims`),
-  the figures and notes;
+  segmenter from their ``metrics.json`` (``training``), the floors (``floors``: the cue mIoU of maps that
+  do not localize, :func:`pipeline.aggregate.aggregate_floors`), the leaderboard of cue sets and floors by
+  cue mIoU (:mod:`pipeline.leaderboard`), the paper's claims judged against the seed spread
+  (:mod:`pipeline.claims`), the figures and notes;
 * ``report.md``: its markdown (:mod:`pipeline.report_md`);
 * ``figures/``: the figures of :mod:`pipeline.figures` (PNG, PDF and a CSV of the numbers each shows)
   and the attention-map grid (:func:`cues.show.show_maps`, PNG and PDF); a figure that cannot be drawn
@@ -34,8 +35,8 @@ from sharpen_core.io import write_bytes_atomic, write_json_atomic
 from sharpen_core.layout import RunLayout
 from sharpen_core.stage_records import StageRecord
 
-from .aggregate import (FULL_FIELDS, aggregate, aggregate_classifiers, aggregate_stages, aggregate_training,
-                        compare_rows, run_totals, stage_entry)
+from .aggregate import (FULL_FIELDS, aggregate, aggregate_classifiers, aggregate_floors, aggregate_stages,
+                        aggregate_training, compare_rows, run_totals, stage_entry)
 from .claims import paper_claims
 from .collect import collect_summary, read_json_file, run_config, run_seeds
 from .leaderboard import leaderboard
@@ -61,6 +62,7 @@ class OwnStage:
 def build_report(summary: dict[str, Any]) -> dict[str, Any]:
     """The ``report.json`` content without figures (pure: no files read or written)."""
     rows, reference, notes = aggregate(summary)
+    floors = aggregate_floors(summary)
     seeds = list(summary.get("seeds") or [])
     n_seeds = len(summary.get("per_seed") or []) or 1
     report: dict[str, Any] = {
@@ -77,7 +79,8 @@ def build_report(summary: dict[str, Any]) -> dict[str, Any]:
         "full_supervision": reference,
         "comparison": compare_rows(rows, n_seeds),
         "claims": paper_claims(rows, n_seeds),
-        "leaderboard": leaderboard(rows),
+        "floors": floors,
+        "leaderboard": leaderboard(rows, floors),
         "stages": aggregate_stages(summary),
         **run_totals(summary),
         "submission": summary.get("submission"),

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from .aggregate import FULL_FIELDS, RATIO_FIELD
+from .aggregate import CUE_FIELDS, FULL_FIELDS, GAIN_FIELD, RATIO_FIELD
 from .claims import claims_markdown
-from .leaderboard import leaderboard_markdown
+from .leaderboard import FLOOR_COLUMNS, FLOOR_NOTE, SEED_NOTE, TAU_EDGE_NOTE, floor_kind, leaderboard_markdown
 from .numbers import hms, is_number
 
 # How each field of a row is printed, and the table's columns in order.
 PERCENT_FIELDS = frozenset({"cls_map", "cue_miou", "seed_precision", "seed_recall", "seg_miou", "seg_miou_crf",
-                            RATIO_FIELD, *FULL_FIELDS})
+                            RATIO_FIELD, GAIN_FIELD, *CUE_FIELDS, *FULL_FIELDS})
 DECIMALS = {"cls_auc": 3, "attention_overlap": 3, "cue_best_tau": 2, "cls_ks": 3}
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cls_map", "cls mAP"), ("cls_auc", "AUC"), ("attention_overlap", "attention overlap"),
-    ("cue_best_tau", "cue τ*"), ("cue_miou", "cue mIoU"), ("seed_precision", "seed P"),
-    ("seed_recall", "seed R"), ("seg_miou", "seg mIoU"), ("seg_miou_crf", "seg mIoU+CRF"),
-    (RATIO_FIELD, "weak/full"),
+    ("cue_best_tau", "cue τ*"), ("cue_miou", "cue mIoU"), (GAIN_FIELD, "gain over floor"), ("seed_precision", "seed P"),
+    ("seed_recall", "seed R"), ("seed_precision_at_tau", "seed P@τ*"), ("seed_recall_at_tau", "seed R@τ*"),
+    ("seg_miou", "seg mIoU"), ("seg_miou_crf", "seg mIoU+CRF"), (RATIO_FIELD, "weak/full"),
 )
 DASH = "–"
 TAU_EDGE_MARK = " ⚠"
@@ -45,18 +45,51 @@ def format_value(field: str, value: float | None, std: float | None = None) -> s
     d = DECIMALS.get(field, 3)
     return f"{float(value):.{d}f}" + (f" ± {float(std):.{d}f}" if is_number(std) else "")
 
+def _floor_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The report's floors as table rows: the floor's kind as classifier, its name as mechanism, its numbers
+    under the rows' names (:data:`pipeline.leaderboard.FLOOR_COLUMNS`)."""
+    out = []
+    for fl in report.get("floors") or []:
+        row: dict[str, Any] = {"classifier": f"*{floor_kind(fl.get('name'))}*", "mechanism": fl.get("name"),
+                               "cue_tau_at_edge": bool(fl.get("tau_at_edge"))}
+        for f, source in FLOOR_COLUMNS.items():
+            row[f], row[f + "_std"] = fl.get(source), fl.get(source + "_std")
+        out.append(row)
+    return out
+
+def table_columns(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The main table's columns: :data:`TABLE_COLUMNS`, the gain over floor only when the report has floors,
+    the seeds at τ* only when some row or floor has them (a report written before them keeps its table)."""
+    rows = [*(report.get("rows") or []), *(report.get("floors") or [])]
+    shown = []
+    for f, title in TABLE_COLUMNS:
+        if f == GAIN_FIELD and not report.get("floors"):
+            continue
+        if f in CUE_FIELDS and not any(is_number(r.get(f)) for r in rows):
+            continue
+        shown.append((f, title))
+    return shown
+
 def main_table_markdown(report: dict[str, Any]) -> str:
-    """The main table (one line per classifier variant × mechanism) as GitHub markdown."""
-    header = ["classifier", "mechanism", *[title for _, title in TABLE_COLUMNS]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(TABLE_COLUMNS)) + "|"]
-    for row in report.get("rows") or []:
+    """The main table (one line per classifier variant × mechanism, then the floors) as GitHub markdown."""
+    columns = table_columns(report)
+    header = ["classifier", "mechanism", *[title for _, title in columns]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(columns)) + "|"]
+    rows = [*(report.get("rows") or []), *_floor_rows(report)]
+    for row in rows:
         cells = [str(row.get("classifier")), row.get("mechanism") or DASH]
         cells += [format_value(f, row.get(f), row.get(f + "_std")) + (TAU_EDGE_MARK if f == "cue_best_tau" and
-                  row.get("cue_tau_at_edge") else "") for f, _ in TABLE_COLUMNS]
+                  row.get("cue_tau_at_edge") else "") for f, _ in columns]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    if any(row.get("cue_tau_at_edge") for row in report.get("rows") or []):
-        lines += ["", f"{TAU_EDGE_MARK} best τ at an edge of the τ sweep (`eval.tau_min`..`eval.tau_max`): the sweep "
-                      "is too narrow to show where these maps' best τ lies; widen it."]
+    notes = []
+    if any(row.get("cue_tau_at_edge") for row in rows):
+        notes.append(f"{TAU_EDGE_MARK.strip()} {TAU_EDGE_NOTE}")
+    if report.get("floors"):
+        notes.append(FLOOR_NOTE)
+    if any(f in CUE_FIELDS for f, _ in columns):
+        notes.append(SEED_NOTE)
+    for note in notes:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 def classifiers_table_markdown(report: dict[str, Any]) -> str:
@@ -218,8 +251,12 @@ def report_markdown(report: dict[str, Any]) -> str:
         "class's map on the val split, lower means better separated attention); "
         "cue τ* is the background threshold with the best cue mIoU.",
         "- cue mIoU: the thresholded attention maps against the ground truth of the cue split; "
-        "seed P/R: the SEC seeds' pixel precision and recall; seg mIoU: the segmenter on the val split "
-        "without and with the dense CRF.",
+        "seed P/R: the SEC seeds' pixel precision and recall at SEC's fixed foreground threshold "
+        f"(`cues.fg_threshold` = {cfg_cues.get('fg_threshold')}), seed P@τ*/R@τ*: the same seeds thresholded at "
+        "the maps' own τ*; seg mIoU: the segmenter on the val split without and with the dense CRF.",
+        "- floors: the cue mIoU of maps that do not localize (each image's labels over the whole image; a centred "
+        "prior), scored like the cue sets on the same split; gain over floor: a cue set's cue mIoU minus the "
+        "best floor's (per seed, then mean ± std), so a cue set is read as what it adds to knowing the labels.",
         "- ± is the sample standard deviation over seeds. WSSS results move by about 2 mIoU between seeds, "
         "so a difference under ~2 mIoU (or under twice its standard error) is within seed noise.",
         "",

@@ -9,7 +9,7 @@ stage's memory sampler (:class:`~pipeline.memory.StagePeak`; the report stage wr
    (mAP, AUC, attention overlap of each mechanism the cue sets use).
 3. ``cues``: for each cue set ``"<variant>:<mechanism>"`` (``run.cue_sets``), extract the maps of
    the training split, turn them into SEC cues, and score them (τ sweep, seed precision/recall)
-   on ``eval.cue_split``.
+   on ``eval.cue_split``; then the floors, maps that do not localize, scored the same way once per run.
 4. ``segment``: one segmenter per cue set of ``run.segment_cue_sets`` (default: every cue set) from
    its SEC cues, plus the fully-supervised reference; the other cue sets are scored as cues only.
 5. ``predict``: every segmenter on the val split without and with the dense CRF (scored), and a
@@ -141,7 +141,9 @@ def run_classify_stage(cfg: Config, layout: RunLayout, progress: bool, peak: Sta
 
 
 def run_cues_stage(cfg: Config, layout: RunLayout, progress: bool, peak: StagePeak) -> dict[str, Any]:
-    """Extract, turn into SEC cues and score the maps of every cue set."""
+    """Extract, turn into SEC cues and score the maps of every cue set; then score the floors (maps that do
+    not localize, docs/method.md §6.2) once on ``eval.cue_split``, into ``RUN/cues/floors/<floor>/``. A cue
+    set or floor whose quality record is there is read back, not redone."""
     from cues.extract import extract_maps
     from cues.quality import comparison_table, evaluate_cues
     from cues.sec import write_sec_cues
@@ -163,9 +165,26 @@ def run_cues_stage(cfg: Config, layout: RunLayout, progress: bool, peak: StagePe
             result = evaluate_cues(cfg, maps_dir, split=cue_split(cfg), progress=progress)
         results.append(result)
         outputs[f"{variant}:{mechanism}"] = str(quality)
+    floors = _floors(cfg, layout, progress) if sets else {}
+    outputs.update({f"floors:{name}": str(layout.floor_quality(name)) for name in floors})
     if progress and results:
-        print(comparison_table(results))
+        print(comparison_table(results, list(floors.values())))
     return outputs
+
+
+def _floors(cfg: Config, layout: RunLayout, progress: bool) -> dict[str, dict[str, Any]]:
+    """Every floor's quality record (``QualityRecord`` JSON) by name: read back where the run has it, the
+    missing ones scored now on ``eval.cue_split`` (one pass over the split for all of them)."""
+    from cues.quality import FLOORS, evaluate_floors
+
+    found = {name: QualityRecord.read(layout.floor_quality(name)) for name in FLOORS}
+    missing = [name for name, rec in found.items() if rec is None]
+    if missing:
+        print(f"  cues: floors {', '.join(missing)} on {cue_split(cfg)}")
+        out_dir = layout.floor_quality(missing[0]).parent.parent
+        made = evaluate_floors(cfg, cue_split(cfg), out_dir=out_dir, progress=progress, kinds=missing)
+        found.update({name: QualityRecord.from_json(result) for name, result in zip(missing, made)})
+    return {name: rec.to_json() for name, rec in found.items() if rec is not None}
 
 
 def run_segment_stage(cfg: Config, layout: RunLayout, progress: bool, peak: StagePeak) -> dict[str, Any]:

@@ -5,6 +5,7 @@ hand writes where the pipeline would have::
 
     RUN/classify/<variant>/                    checkpoint.pt, metrics.json, evaluation.json
     RUN/cues/<variant>/<mechanism>/<split>/    maps/, sec/, quality/
+    RUN/cues/floors/<floor>/                   quality.json of a floor (maps that do not localize)
     RUN/segment/<variant>-<mechanism>/         one segmenter per cue set ("full": the reference)
     RUN/predict/<segmenter>/<split>/           pred/, pred_crf/, predict.json
     RUN/stages/<stage>.json                    the records of ``sharpen run``
@@ -21,6 +22,7 @@ STAGE_RECORDS = "stages"
 CUES_SUBDIR = "sec"
 QUALITY_SUBDIR = "quality"  # the SEC cues inside a maps folder (``sharpen cues sec`` default)
 FULL_SUPERVISION = "full"  # the fully-supervised segmenter's name
+FLOORS_SUBDIR = "floors"  # RUN/cues/floors/: the floors of the cue table
 
 
 def segmenter_name(variant: str, mechanism: str) -> str:
@@ -61,6 +63,11 @@ class RunLayout:
     def quality(self, variant: str, mechanism: str, split: str) -> Path:
         """The cue quality record (``sharpen cues evaluate``'s default folder)."""
         return self.maps(variant, mechanism, split) / QUALITY_SUBDIR / QualityRecord.FILE
+
+    def floor_quality(self, floor: str) -> Path:
+        """The quality record of a floor (``cues.quality.evaluate_floors``, docs/method.md §6.2), scored once per
+        run on ``eval.cue_split``; its folder's parent is the ``out_dir`` that function takes."""
+        return self.root / "cues" / FLOORS_SUBDIR / floor / QualityRecord.FILE
 
     def segmenter(self, name: str) -> Path:
         return self.root / "segment" / name

@@ -30,6 +30,11 @@ def expected_csv_rows(report: dict, name: str) -> list[tuple]:
             std = c.get("miou_std")
             out += [(r["label"], _v(t), _v(m), _v(std[i]) if std else None) for i, (t, m) in
                     enumerate(zip(c.get("tau") or [], c.get("miou") or []))]
+        for f in report.get("floors") or []:  # the floors' reference lines, after the rows
+            c = f.get("tau_curve") or {}
+            std = c.get("miou_std")
+            out += [(f"{f['name']} (floor)", _v(t), _v(m), _v(std[i]) if std else None) for i, (t, m) in
+                    enumerate(zip(c.get("tau") or [], c.get("miou") or []))]
         return out
     if name == "per_class_iou":
         series = [(r["label"], r["per_class_iou"], r.get("per_class_iou_std") or {}) for r in rows]

@@ -47,3 +47,17 @@ def summary(rows: list[dict] | None = None, **extra) -> dict:
     }
     s.update(extra)
     return s
+
+
+def floor(name: str, best: float, seed_p: float = 0.3, seed_r: float = 0.9) -> dict:
+    """A floor as ``summary["floors"]`` holds it (pipeline.collect.collect_floors), its numbers from ``best``:
+    the uniform floor's curve flat over the τ < 1 of TAUS (best at the first τ), the centre prior's peaked."""
+    curve = [best] * len(TAUS) if name == "floor-uniform" else [best - 0.1, best, best - 0.05, best - 0.2]
+    return {"name": name, "best_tau": TAUS[curve.index(best)], "best_miou": best, "tau_at_edge": False,
+            "tau_curve": {"tau": TAUS, "miou": curve}, "seed_precision": seed_p, "seed_recall": seed_r,
+            "seed_precision_at_tau": seed_p + 0.1, "seed_recall_at_tau": seed_r - 0.2, "split": "train", "images": 8}
+
+
+def floors(uniform: float = 0.20, centre: float = 0.30) -> list[dict]:
+    """Both floors of one run (cues.quality.FLOORS order)."""
+    return [floor("floor-uniform", uniform), floor("floor-centre", centre)]

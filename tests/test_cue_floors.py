@@ -232,3 +232,41 @@ def test_seeds_at_best_tau_of_the_centre_prior_by_hand():
     assert sweep[100, :, :2].tolist() == [[2, 0], [2, 0], [12, 4]]  # τ = 1: no pixel exceeds the maximum
     _, sec_seeds, full = image_quality(maps, [1], gt, tau_values(), _params(), "x")
     assert np.array_equal(full, sweep) and np.array_equal(sec_seeds, sweep[20])
+
+
+def test_the_run_scores_the_floors_once_and_reads_them_back(tmp_path, monkeypatch):
+    """`sharpen run`'s cues stage (pipeline.run._floors): the floors go to RUN/cues/floors/<floor>/quality.json on
+    eval.cue_split; a floor already there is read back, only a missing one is scored; the summary reads them."""
+    import cues.quality
+    from pipeline.collect import collect_floors
+    from pipeline.run import _floors
+    from sharpen_core.layout import RunLayout
+
+    voc = _two_image_voc(tmp_path)
+    cfg = _cfg(voc)
+    layout = RunLayout(tmp_path / "run")
+    calls = []
+    real = cues.quality.evaluate_floors
+
+    def counted(*args, **kwargs):
+        calls.append(list(kwargs["kinds"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cues.quality, "evaluate_floors", counted)
+    first = _floors(cfg, layout, progress=False)
+    assert calls == [list(FLOORS)] and list(first) == list(FLOORS)
+    uniform = layout.floor_quality("floor-uniform")
+    assert uniform == tmp_path / "run" / "cues" / "floors" / "floor-uniform" / "quality.json" and uniform.is_file()
+    assert first["floor-uniform"]["best_miou"] == pytest.approx(1 / 4)  # test_uniform_floor_by_hand's value
+    stamp = uniform.stat().st_mtime_ns
+    layout.floor_quality("floor-centre").unlink()
+    again = _floors(cfg, layout, progress=False)
+    assert calls == [list(FLOORS), ["floor-centre"]] and uniform.stat().st_mtime_ns == stamp
+    timeless = lambda floors: {k: {f: v for f, v in r.items() if f != "seconds"} for k, r in floors.items()}  # noqa: E731
+    assert timeless(again) == timeless(first) and again["floor-uniform"] == first["floor-uniform"]
+    assert _floors(cfg, layout, progress=False) == again and len(calls) == 2  # all there: nothing scored
+    summary = collect_floors(layout)
+    assert [f["name"] for f in summary] == list(FLOORS)
+    assert summary[0]["best_miou"] == pytest.approx(1 / 4) and summary[0]["tau_curve"]["miou"] == first[
+        "floor-uniform"]["miou"]
+    assert summary[1]["seed_precision_at_tau"] == first["floor-centre"]["seeds_at_best_tau"]["mean_precision"]

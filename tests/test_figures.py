@@ -18,6 +18,7 @@ from pipeline.report import build_report, write_report
 from sharpen_core.plots import OKABE_ITO, Line, csv_cell, legend_labels
 from figure_checks import check_figures, read_csv_rows
 from report_data import CLASSES
+from report_data import floors as _floors
 from report_data import row as _row
 from report_data import summary as _summary
 
@@ -35,7 +36,7 @@ def _history_segment(scale: float, n: int = 6) -> list[dict]:
 
 
 def _run_summary(scale: float, **extra) -> dict:
-    s = _summary(**extra)
+    s = _summary(**{"floors": _floors(0.2 * scale, 0.3 * scale), **extra})
     s["classifiers"] = {
         "baseline": {"map": 0.5 * scale, "per_class_ap": {"aeroplane": 0.4 * scale, "bird": 0.6 * scale, "cat": None},
                      "history": _history_classify(scale)},
@@ -77,6 +78,9 @@ def test_seeds_give_error_bars_and_bands_whose_numbers_are_in_the_csv(tmp_path):
     ap = report["classifiers"]["baseline"]
     assert ap["per_class_ap"]["aeroplane"] == pytest.approx(0.36) and ap["per_class_ap_std"]["aeroplane"] == \
         pytest.approx(np.std([0.4, 0.32], ddof=1))
+    # the floors' reference lines: seed 0's uniform floor 20, seed 1's 16 (scale 0.8), flat over τ
+    assert tau[-8:-4] == [("floor-uniform (floor)", t, pytest.approx(0.18), pytest.approx(math.sqrt(0.0008)))
+                          for t in (0.1, 0.2, 0.3, 0.4)]
     st = read_csv_rows(tmp_path / "figures" / "stages.csv", 5)
     assert st[1] == ("classify", 128.0, math.sqrt(18.0), 900.5, 0.0)
     seg = report["training"]["segment"]["baseline-gradcam"]
@@ -144,6 +148,24 @@ def test_identical_series_stay_visible_and_named(tmp_path):
     labels = legend_labels([Line("baseline/gradcampp", same["tau"], same["miou"]),
                             Line("baseline/channel", same["tau"], same["miou"]), Line("x", [0.1], [0.2])])
     assert labels == ["baseline/gradcampp", "baseline/channel (same values as baseline/gradcampp)", "x"]
+
+
+def test_floors_are_grey_dashed_reference_lines(tmp_path):
+    from sharpen_core.plots import REFERENCE_COLOUR
+
+    def grey(summary, where):
+        report = write_report(tmp_path / where, summary, show_grid=False)
+        with Image.open(tmp_path / where / "figures" / "tau_curves.png") as im:
+            arr = np.asarray(im.convert("RGB"))
+        return report, _pixels_near(arr[: int(arr.shape[0] * 0.7)], REFERENCE_COLOUR, tol=12)
+
+    report, with_floors = grey(_summary(floors=_floors(0.2, 0.3)), "floors")
+    _, without = grey(_summary(), "none")
+    assert with_floors > without + 300  # two lines across the plot
+    tau = read_csv_rows(tmp_path / "floors" / "figures" / "tau_curves.csv", 5)
+    assert ("floor-centre (floor)", 0.2, 0.3, None, 1.0) in tau and ("floor-uniform (floor)", 0.1, 0.2, None,
+                                                                       1.0) in tau
+    assert check_figures(tmp_path / "floors", report, expect={"tau_curves"})
 
 
 def test_figures_are_byte_for_byte_reproducible(tmp_path):

@@ -20,6 +20,7 @@ from pipeline.report import write_report
 from pipeline.report_md import format_value, main_table_markdown
 
 from report_data import REQUIRED_ROW_KEYS, TAUS
+from report_data import floors as _floors
 from report_data import none_row as _none_row
 from report_data import row as _row
 from report_data import summary as _summary
@@ -125,8 +126,82 @@ def test_best_tau_at_the_sweep_edge_is_marked(tmp_path):
     table = main_table_markdown(report)
     lines = _table_lines(table)
     assert lines[1].split(" | ")[5] == "0.05 ⚠" and lines[2].split(" | ")[5] == "0.20"
-    assert "⚠ best τ at an edge of the τ sweep" in table and table in (tmp_path / "report.md").read_text()
+    assert "⚠ the best cue mIoU is reached only at an end of the τ sweep" in table
+    assert "0..1 by default" in table and "A curve flat from an end inwards" in table
+    assert table in (tmp_path / "report.md").read_text()
     assert "⚠" not in main_table_markdown(write_report(tmp_path / "b", _summary(), show_grid=False))
+
+
+# --------------------------------------------------------------------------- floors
+
+def test_floors_in_a_one_seed_report(tmp_path):
+    """Floors 20 (uniform) and 30 (centre): each cue set's gain is its cue mIoU minus 30, the floors are rows of
+    the main table (after the cue sets, marked by their kind) and of the leaderboard (unranked, by cue mIoU)."""
+    gradcam = _row("baseline", "gradcam", 0.40)
+    gradcam.update(seed_precision_at_tau=0.8, seed_recall_at_tau=0.5)
+    report = write_report(tmp_path, _summary([gradcam, _row("baseline", "channel", 0.45), _none_row()],
+                                             floors=_floors(0.20, 0.30)), show_grid=False)
+    assert [f["name"] for f in report["floors"]] == ["floor-uniform", "floor-centre"]
+    uniform, centre = report["floors"]
+    assert uniform["best_miou"] == 0.20 and uniform["best_miou_std"] is None and uniform["best_miou_values"] == [0.20]
+    assert uniform["tau_curve"]["miou"] == [0.20] * 4 and uniform["best_tau"] == 0.1
+    assert centre["best_tau"] == 0.2 and centre["seed_recall_at_tau"] == pytest.approx(0.7)
+    g, c, n = report["rows"]
+    assert g["cue_gain_over_floor"] == 0.40 - 0.30 and c["cue_gain_over_floor"] == 0.45 - 0.30
+    assert g["cue_gain_over_floor_values"] == [0.40 - 0.30] and n["cue_gain_over_floor"] is None
+    assert g["seed_precision_at_tau"] == 0.8 and c["seed_precision_at_tau"] is None
+
+    table = main_table_markdown(report)
+    lines = _table_lines(table)
+    assert lines[0] == ("| classifier | mechanism | cls mAP | AUC | attention overlap | cue τ* | cue mIoU | gain over floor "
+                        "| seed P | seed R | seed P@τ* | seed R@τ* | seg mIoU | seg mIoU+CRF | weak/full |")
+    assert lines[1] == ("| baseline | gradcam | 84.0 | 0.951 | 0.123 | 0.20 | 40.0 | 10.0 | 71.0 | 42.0 | 80.0 | 50.0 "
+                        "| 50.0 | 52.0 | 69.3 |")
+    assert lines[2].split(" | ")[7:11] == ["15.0", "71.0", "42.0", "–"]
+    assert lines[4:] == [
+        "| *floor: labels over the whole image* | floor-uniform | – | – | – | 0.10 | 20.0 | – | 30.0 | 90.0 | 40.0 "
+        "| 70.0 | – | – | – |",
+        "| *floor: centred prior* | floor-centre | – | – | – | 0.20 | 30.0 | – | 30.0 | 90.0 | 40.0 | 70.0 | – | – "
+        "| – |"]
+    assert "Floors: the cue mIoU of maps that do not localize" in table and "`cues.fg_threshold`" in table
+
+    board = report["leaderboard"]
+    assert [(e["rank"], e["mechanism"], e["floor"]) for e in board] == [
+        (1, "channel", False), (2, "gradcam", False), (None, "floor-centre", True), (None, "floor-uniform", True)]
+    assert board[2]["kind"] == "floor: centred prior" and board[2]["cue_miou"] == 0.30
+    md = (tmp_path / "report.md").read_text()
+    assert table in md
+    assert "| – | – | floor-centre | floor: centred prior | 30.0 | – | 0.20 | 30.0 | 90.0 | 40.0 | 70.0 | – |" in md
+    assert "| 2 | baseline | gradcam | native; channel weight = mean gradient (Eq. 1) | 40.0 | 10.0 | 0.20 " in md
+
+
+def test_floors_over_two_seeds():
+    """Seed 0: floors 20/30, gradcam 40; seed 1: floors 24/22, gradcam 60. The gain is taken per seed against that
+    seed's best floor (10, 36: mean 23), not against the mean floors (50 − 26 = 24)."""
+    from pipeline.report import build_report
+
+    seed0 = _summary([_row("baseline", "gradcam", 0.40)], floors=_floors(0.20, 0.30))
+    seed1 = _summary([_row("baseline", "gradcam", 0.60)], floors=_floors(0.24, 0.22))
+    summary = copy.deepcopy(seed0)
+    summary.update(seeds=[0, 1], per_seed=[seed0, seed1])
+    report = build_report(summary)
+    uniform, centre = report["floors"]
+    assert uniform["best_miou"] == pytest.approx(0.22) and uniform["best_miou_std"] == pytest.approx(0.02 * math.sqrt(2))
+    assert centre["best_miou"] == pytest.approx(0.26) and centre["best_miou_std"] == pytest.approx(0.04 * math.sqrt(2))
+    assert centre["best_miou_values"] == [0.30, 0.22] and centre["seeds_present"] == 2
+    assert uniform["tau_curve"]["miou"] == pytest.approx([0.22] * 4)
+    assert uniform["tau_curve"]["miou_std"] == pytest.approx([0.02 * math.sqrt(2)] * 4)
+    assert centre["seed_precision"] == pytest.approx(0.3) and centre["seed_precision_std"] == pytest.approx(0.0)
+    (g,) = report["rows"]
+    assert g["cue_gain_over_floor_values"] == pytest.approx([0.10, 0.36])
+    assert g["cue_gain_over_floor"] == pytest.approx(0.23) and g["cue_gain_over_floor_std"] == pytest.approx(
+        0.13 * math.sqrt(2))
+    line = [x for x in _table_lines(main_table_markdown(report)) if "floor-centre" in x][0]
+    assert "| 26.0 ± 5.7 |" in line
+    # a seed without floors: no gain for it (the other seed's alone)
+    seed1.pop("floors")
+    (g,) = build_report(summary)["rows"]
+    assert g["cue_gain_over_floor_values"] == [pytest.approx(0.10), None] and g["cue_gain_over_floor_std"] is None
 
 
 def test_ratio_falls_back_to_no_crf_reference(tmp_path):

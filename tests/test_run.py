@@ -76,6 +76,66 @@ def test_quick_run_writes_a_report_of_real_measurements(quick_run, tmp_path):
         assert (run_dir / "figures" / fig).stat().st_size > 1000
 
 
+def test_quick_run_scores_the_floors_and_reads_every_cue_set_against_them(quick_run):
+    """The floors (docs/method.md §6.2), scored once by the cues stage on eval.cue_split: rows of report.json,
+    report.md's cue table and leaderboard; each cue set's gain = its cue mIoU minus the best floor's."""
+    from cues.quality import FLOORS
+
+    run_dir, _, _ = quick_run
+    report = json.loads((run_dir / "report.json").read_text())
+    assert [f["name"] for f in report["floors"]] == list(FLOORS)
+    outputs = json.loads((run_dir / "stages" / "cues.json").read_text())["outputs"]
+    for f in report["floors"]:
+        path = run_dir / "cues" / "floors" / f["name"] / "quality.json"
+        quality = json.loads(path.read_text())
+        assert outputs[f"floors:{f['name']}"] == str(path) and quality["split"] == report["cue_split"]
+        assert f["best_miou"] == quality["best_miou"] and f["tau_curve"]["miou"] == quality["miou"]
+        assert f["seed_precision"] == quality["seeds"]["mean_precision"]
+        assert f["seed_recall_at_tau"] == quality["seeds_at_best_tau"]["mean_recall"]
+        assert 0.0 < f["best_miou"] < 1.0
+    # the uniform floor: every pixel its image's smallest label for every τ < 1, all background at τ = 1
+    uniform = report["floors"][0]["tau_curve"]
+    assert uniform["tau"][0] == 0.0 and uniform["tau"][-1] == 1.0
+    assert len(set(uniform["miou"][:-1])) == 1 and uniform["miou"][-1] < uniform["miou"][0]
+    assert report["floors"][0]["best_tau"] == 0.0 and report["floors"][0]["tau_at_edge"] is False
+    best_floor = max(f["best_miou"] for f in report["floors"])
+    for row in report["rows"]:
+        if row["mechanism"] is None:
+            assert row["cue_gain_over_floor"] is None
+            continue
+        assert row["cue_gain_over_floor"] == row["cue_miou"] - best_floor
+        quality = json.loads((run_dir / row["maps_dir"] / "quality" / "quality.json").read_text())
+        assert row["seed_precision_at_tau"] == quality["seeds_at_best_tau"]["mean_precision"]
+        assert row["seed_recall_at_tau"] == quality["seeds_at_best_tau"]["mean_recall"]
+    floors = [e for e in report["leaderboard"] if e["floor"]]
+    assert [e["mechanism"] for e in floors] == sorted(FLOORS, key=lambda n: -next(
+        f["best_miou"] for f in report["floors"] if f["name"] == n))
+    md = (run_dir / "report.md").read_text()
+    assert "| – | – | floor-uniform | floor: labels over the whole image |" in md
+    assert "| *floor: centred prior* | floor-centre |" in md and "gain over floor" in md and "seed P@τ*" in md
+
+
+def test_readme_scripts_read_the_quick_run(quick_run, tmp_path):
+    """scripts/update_readme_table.py and update_readme_findings.py still read a report with floors."""
+    from pipeline.claims import findings_markdown
+    from pipeline.report_md import main_table_markdown
+
+    run_dir, _, _ = quick_run
+    report = json.loads((run_dir / "report.json").read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- report-table:begin -->\n<!-- report-table:end -->\nb\n<!-- findings:begin -->\n"
+                      "<!-- findings:end -->\n")
+    root = Path(__file__).resolve().parent.parent
+    for script, args in (("update_readme_table.py", [str(run_dir), str(readme)]),
+                         ("update_readme_findings.py", [str(run_dir), "--readme", str(readme), "--results",
+                                                        str(tmp_path / "results")])):
+        done = subprocess.run([sys.executable, str(root / "scripts" / script), *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    text = readme.read_text()
+    assert main_table_markdown(report).strip() in text and findings_markdown(report).strip() in text
+    assert "floor-centre" in text
+
+
 def test_rerun_skips_every_finished_stage(quick_run, capsys):
     run_dir, data_root, _ = quick_run
     before = {p: p.stat().st_mtime_ns for p in (run_dir / "stages").glob("*.json")}

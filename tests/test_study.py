@@ -204,10 +204,37 @@ def test_leaderboard_marks_a_best_tau_at_the_sweep_edge():
             {"classifier": "b", "mechanism": "eigencam", "cue_miou": 0.1, "cue_best_tau": 0.05,
              "cue_best_tau_std": 0.0, "cue_tau_at_edge": True}]
     md = leaderboard_markdown(leaderboard(rows))
-    assert "| 1 | b | gradcam | native; channel weight = mean gradient (Eq. 1) | 20.0 | 0.30 | – | – | – |" in md
-    assert "| 5.00 ± 0.00 |" not in md and "| 10.0 | 0.05 ± 0.00 ⚠ |" in md
-    assert "⚠ best τ at an edge of the τ sweep" in md
+    assert ("| 1 | b | gradcam | native; channel weight = mean gradient (Eq. 1) | 20.0 | – | 0.30 | – | – | – | – "
+            "| – |") in md
+    assert "| 5.00 ± 0.00 |" not in md and "| 10.0 | – | 0.05 ± 0.00 ⚠ |" in md
+    assert "⚠ the best cue mIoU is reached only at an end of the τ sweep" in md
     assert "⚠" not in leaderboard_markdown(leaderboard(rows[:1]))
+    # a board written before the gain and the seeds at τ* were measured keeps its columns
+    old = [{k: v for k, v in e.items() if not k.startswith(("cue_gain", "seed_precision_at", "seed_recall_at"))}
+           for e in leaderboard(rows)]
+    assert "| 1 | b | gradcam | native; channel weight = mean gradient (Eq. 1) | 20.0 | 0.30 | – | – | – |" in \
+        leaderboard_markdown(old)
+
+
+def test_leaderboard_lists_the_floors_unranked_among_the_cue_sets():
+    rows = [{"classifier": "b", "mechanism": "gradcam", "cue_miou": 0.35, "cue_gain_over_floor": 0.05},
+            {"classifier": "b", "mechanism": "channel", "cue_miou": 0.25, "cue_gain_over_floor": -0.05},
+            {"classifier": "b", "mechanism": "eigencam", "cue_miou": None}]
+    floors = [{"name": "floor-uniform", "best_miou": 0.2, "best_tau": 0.0, "seed_precision": 0.5},
+              {"name": "floor-centre", "best_miou": 0.3, "best_miou_std": 0.01, "best_tau": 0.4, "tau_at_edge": True}]
+    board = leaderboard(rows, floors)
+    assert [(e["rank"], e["mechanism"]) for e in board] == [
+        (1, "gradcam"), (None, "floor-centre"), (2, "channel"), (None, "floor-uniform"), (3, "eigencam")]
+    assert [e["kind"] for e in board if e["floor"]] == ["floor: centred prior", "floor: labels over the whole image"]
+    md = leaderboard_markdown(board)
+    assert "| – | – | floor-centre | floor: centred prior | 30.0 ± 1.0 | – | 0.40 ⚠ | – | – | – | – | – |" in md
+    assert "| – | – | floor-uniform | floor: labels over the whole image | 20.0 | – | 0.00 | 50.0 | – |" in md
+    assert "| 2 | b | channel | native; channel weight = mean positive gradient (Eq. 2, ICASC) | 25.0 | -5.0 |" in md
+    assert "Floors: the cue mIoU of maps that do not localize" in md and "⚠ the best cue mIoU" in md
+    from cues.quality import FLOORS
+    from pipeline.leaderboard import FLOOR_KINDS
+
+    assert list(FLOOR_KINDS) == list(FLOORS)  # every floor the cues stage scores has its kind
 
 
 # --------------------------------------------------------------------------- README findings
