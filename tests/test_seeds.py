@@ -66,7 +66,11 @@ def test_two_seeds_aggregate_the_per_seed_reports(builtin_small, tmp_path):
             assert c["pooled_sd"] is not None
     assert {x["other"] for x in claims["items"][0]["comparisons"]} == {"baseline/gradcam", "baseline/gradcampp"}
     board = report["leaderboard"]
-    assert len(board) == 5 and [e["rank"] for e in board] == [1, 2, 3, 4, 5]
+    ranked = [e for e in board if not e.get("floor")]
+    floors = [e for e in board if e.get("floor")]
+    assert len(ranked) == 5 and [e["rank"] for e in ranked] == [1, 2, 3, 4, 5]
+    assert sorted(e["mechanism"] for e in floors) == ["floor-centre", "floor-uniform"]
+    assert all(e["rank"] is None for e in floors)  # floors are listed among the cue sets, never ranked
     cue = [e["cue_miou"] for e in board]
     assert cue == sorted(cue, reverse=True)
     assert next(e for e in board if e["mechanism"] == "layercam")["kind"].startswith("pytorch-grad-cam")
