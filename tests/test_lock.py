@@ -33,10 +33,13 @@ shard = tuple(int(v) for v in sys.argv[2].split("/")) if sys.argv[2:] and sys.ar
 with folder_lock(sys.argv[1], shard=shard):
     if "fork" in sys.argv:  # a child that outlives the holder (e.g. a CRF process)
         child = os.fork()
-        if child == 0:
+        if child == 0:  # written by the child once it runs, i.e. after its at-fork handlers (no race)
+            open(sys.argv[1] + ".child.tmp", "w").write(str(os.getpid()))
+            os.replace(sys.argv[1] + ".child.tmp", sys.argv[1] + ".child")
             time.sleep(600)
             os._exit(0)
-        open(sys.argv[1] + ".child", "w").write(str(child))
+        while not os.path.exists(sys.argv[1] + ".child"):
+            time.sleep(0.01)
     print("held", flush=True)
     time.sleep(600)
 """
