@@ -32,6 +32,7 @@ from sharpen_core.errors import UsageError
 from .leaderboard import leaderboard_markdown
 from .numbers import finite_number as _number
 from .numbers import hms
+from .start import pretrained_markdown
 
 NOISE_FLOOR = 0.02
 HOLDS, FAILS, NOISE, UNMEASURED = "holds", "does not hold", "within noise", "not measured"
@@ -340,6 +341,8 @@ def findings_markdown(report: dict[str, Any]) -> str:
         sd = _number(report.get("full_supervision_miou_crf_std" if crf else "full_supervision_miou_std"))
         lines += ["", f"The same segmenter trained on the ground-truth masks (the fully supervised reference): "
                       f"val mIoU{' with CRF' if crf else ''} {_fmt('seg_miou', full, sd)}."]
+    if "pretrained" in report:
+        lines += ["", pretrained_markdown(report.get("pretrained"), report.get("config"))]
     wall, peak = _number(report.get("total_wall_seconds")), _number(report.get("peak_rss_mib"))
     if wall is not None:
         lines += ["", f"The run's stages took {hms(wall)} in all ({n} seed{'s' if n != 1 else ''})"

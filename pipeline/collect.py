@@ -126,6 +126,8 @@ def collect_summary(cfg: Config, layout: RunLayout, skip_stages: Sequence[str] =
         "name": cfg.run.name, "config": cfg.to_dict(), "config_source": cfg.source, "seeds": [cfg.run.seed],
         "rows": rows,
         "floors": collect_floors(layout),
+        "pretrained": read_json_file(layout.root / "classify" / "pretrain.json"),
+        "pretrained_segmenters": (layout.root / "segment" / "pretrain.json").is_file(),
         "full_supervision_miou": full.miou_of(crf=False) if full else None,
         "full_supervision_miou_crf": full.miou_of(crf=True) if full else None,
         "full_per_class_iou": full_best.get("per_class_iou") or {},

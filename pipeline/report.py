@@ -42,6 +42,7 @@ from .collect import collect_summary, read_json_file, run_config, run_seeds
 from .leaderboard import leaderboard
 from .memory import StagePeak
 from .report_md import report_markdown
+from .start import aggregate_pretrained
 
 FIGURES_DIR = "figures"
 
@@ -85,6 +86,7 @@ def build_report(summary: dict[str, Any]) -> dict[str, Any]:
         **run_totals(summary),
         "submission": summary.get("submission"),
         "config": summary.get("config"),
+        "pretrained": aggregate_pretrained(summary),
         "classifiers": aggregate_classifiers(summary),
         "training": aggregate_training(summary, notes),
         "figures": {},

@@ -13,6 +13,7 @@ from .aggregate import CUE_FIELDS, FULL_FIELDS, GAIN_FIELD, RATIO_FIELD
 from .claims import claims_markdown
 from .leaderboard import FLOOR_COLUMNS, FLOOR_NOTE, SEED_NOTE, TAU_EDGE_NOTE, floor_kind, leaderboard_markdown
 from .numbers import hms, is_number
+from .start import pretrained_markdown
 
 # How each field of a row is printed, and the table's columns in order.
 PERCENT_FIELDS = frozenset({"cls_map", "cue_miou", "seed_precision", "seed_recall", "seg_miou", "seg_miou_crf",
@@ -201,6 +202,7 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"- seeds: {seeds_text}",
         f"- classifier `{cfg_classify.get('arch')}`; attention maps from layer `{cfg_cues.get('layer')}` "
         "(`cues.layer`: at a ResNet's last layer Grad-CAM = CAM and Grad-CAM++ ∝ channel-weighted per channel)",
+        f"- {pretrained_markdown(report.get('pretrained'), report.get('config'))}",
         "",
         "## Results",
         "",
