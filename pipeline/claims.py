@@ -313,6 +313,38 @@ def claims_markdown(claims: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
+def _best(rows: list[dict[str, Any]], field: str) -> dict[str, Any] | None:
+    scored = [r for r in rows if _number(r.get(field)) is not None]
+    return max(scored, key=lambda r: r[field]) if scored else None
+
+
+def _standing_lines(report: dict[str, Any]) -> list[str]:
+    """Where the comparison stands, from the rows: the best cue set's gain over the floors, the best weak
+    segmenter against the fully supervised reference, the cue sets whose best τ is at a sweep edge."""
+    rows = [r for r in report.get("rows") or [] if r.get("mechanism")]
+    floors = report.get("floors") or []
+    out = []
+    cue = _best(rows, "cue_miou")
+    if cue is not None:
+        best_floor = max((f for f in floors if _number(f.get("best_miou")) is not None),
+                         key=lambda f: f["best_miou"], default=None)
+        gain = (f", {_fmt('cue_miou', cue.get('cue_gain_over_floor'), cue.get('cue_gain_over_floor_std'), signed=True)}"
+                f" over the best floor ({best_floor['name']} {_fmt('cue_miou', best_floor['best_miou'], best_floor.get('best_miou_std'))})"
+                if best_floor is not None and _number(cue.get("cue_gain_over_floor")) is not None else "")
+        out.append(f"- best cue set: {cue['label']} {_fmt('cue_miou', cue['cue_miou'], cue.get('cue_miou_std'))} cue mIoU{gain}")
+    seg = _best(rows, "seg_miou_crf") or _best(rows, "seg_miou")
+    if seg is not None:
+        field = "seg_miou_crf" if _number(seg.get("seg_miou_crf")) is not None else "seg_miou"
+        ratio = _number(seg.get("weak_full_ratio"))
+        out.append(f"- best weak segmenter: {seg['label']} {_fmt('seg_miou', seg[field], seg.get(field + '_std'))} "
+                   f"val mIoU{' with CRF' if field == 'seg_miou_crf' else ''}"
+                   + (f", {ratio:.2f} × the fully supervised reference" if ratio is not None else ""))
+    edge = [r["label"] for r in rows if r.get("cue_tau_at_edge")]
+    out.append("- cue sets whose best τ is at an end of the sweep (in at least one seed): "
+               + (", ".join(edge) if edge else "none"))
+    return ["", "Where the comparison stands:", "", *out] if rows else []
+
+
 def findings_markdown(report: dict[str, Any]) -> str:
     """The README's "Findings" block from a report's ``claims``: one bullet per claim and per comparison."""
     claims = report.get("claims")
@@ -341,6 +373,7 @@ def findings_markdown(report: dict[str, Any]) -> str:
         sd = _number(report.get("full_supervision_miou_crf_std" if crf else "full_supervision_miou_std"))
         lines += ["", f"The same segmenter trained on the ground-truth masks (the fully supervised reference): "
                       f"val mIoU{' with CRF' if crf else ''} {_fmt('seg_miou', full, sd)}."]
+    lines += _standing_lines(report)
     if "pretrained" in report:
         lines += ["", pretrained_markdown(report.get("pretrained"), report.get("config"))]
     wall, peak = _number(report.get("total_wall_seconds")), _number(report.get("peak_rss_mib"))
