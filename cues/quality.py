@@ -301,14 +301,17 @@ def _scored(sums: dict[str, np.ndarray], taus: np.ndarray, params: dict[str, Any
     )
 
 
-def _write_outputs(record: QualityRecord, out_dir: Path) -> dict[str, Any]:
-    """``quality.json``, ``tau_curve.csv`` (its exact numbers) and ``tau_curve.png``/``.pdf`` in ``out_dir``."""
+def _write_outputs(record: QualityRecord, out_dir: Path, figure: bool = True) -> dict[str, Any]:
+    """``quality.json``, ``tau_curve.csv`` (its exact numbers) and, with ``figure``, ``tau_curve.png``/``.pdf``
+    in ``out_dir``."""
     from sharpen_core.plots import Line, line_figure, write_csv
 
     record.write(out_dir / QualityRecord.FILE)
     result = record.to_json()
     best = result["tau"].index(result["best_tau"])
     write_csv(out_dir / "tau_curve.csv", ("tau", "miou"), list(zip(result["tau"], result["miou"])))
+    if not figure:
+        return result
     line_figure(out_dir / "tau_curve", [Line(record.mechanism, result["tau"], result["miou"], mark=best,
                                              mark_label=f"(best τ={result['tau'][best]:.2f}: "
                                                         f"{100 * (result['best_miou'] or 0.0):.1f})")],
@@ -341,11 +344,12 @@ def _throughput(maps_dir: Path) -> float | None:
 
 
 def evaluate_cues(cfg: Any, maps_dir: str | Path, split: str | None = None, out_dir: str | Path | None = None,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, figure: bool = True) -> dict[str, Any]:
     """Score the maps of ``maps_dir`` on ``split`` (default: the split they were extracted for).
 
-    Writes ``quality.json``, ``tau_curve.csv`` (its exact numbers) and ``tau_curve.png``/``.pdf`` to
-    ``out_dir`` (default MAPS_DIR/quality) and returns the result.
+    Writes ``quality.json``, ``tau_curve.csv`` (its exact numbers) and, with ``figure``,
+    ``tau_curve.png``/``.pdf`` to ``out_dir`` (default MAPS_DIR/quality) and returns the result. ``sharpen
+    run`` passes ``figure=False``: its report draws every cue set's curve in one figure.
     """
     maps_dir = Path(maps_dir)
     extract = read_extract_params(maps_dir)
@@ -368,11 +372,11 @@ def evaluate_cues(cfg: Any, maps_dir: str | Path, split: str | None = None, out_
         **_scored(sums, taus, params), extract_images_per_second=_throughput(maps_dir),
         seconds=time.perf_counter() - t0, config=cfg.to_dict(),
     )
-    return _write_outputs(record, Path(out_dir) if out_dir is not None else maps_dir / QUALITY_SUBDIR)
+    return _write_outputs(record, Path(out_dir) if out_dir is not None else maps_dir / QUALITY_SUBDIR, figure)
 
 
 def evaluate_floors(cfg: Any, split: str, out_dir: str | Path | None = None, progress: bool = True,
-                    kinds: Sequence[str] = FLOORS) -> list[dict[str, Any]]:
+                    kinds: Sequence[str] = FLOORS, figure: bool = True) -> list[dict[str, Any]]:
     """The floor rows (docs/method.md §6.2) on ``split``: one QualityRecord JSON per entry of ``kinds``.
 
     Maps from each image's ground-truth labels and size only (:func:`floor_maps`), scored exactly as
@@ -401,7 +405,8 @@ def evaluate_floors(cfg: Any, split: str, out_dir: str | Path | None = None, pro
             extract=extract, cues=params, **_scored(sums[kind], taus, params), extract_images_per_second=None,
             seconds=seconds, config=cfg.to_dict(),
         )
-        results.append(_write_outputs(record, Path(out_dir) / kind) if out_dir is not None else record.to_json())
+        results.append(_write_outputs(record, Path(out_dir) / kind, figure) if out_dir is not None
+                       else record.to_json())
     return results
 
 

@@ -162,7 +162,8 @@ def run_cues_stage(cfg: Config, layout: RunLayout, progress: bool, peak: StagePe
             extract_maps(cfg, layout.classifier_checkpoint(variant), mechanism, maps_dir, split=split,
                          progress=progress)
             write_sec_cues(maps_dir, cfg.cues, progress=progress)
-            result = evaluate_cues(cfg, maps_dir, split=cue_split(cfg), progress=progress)
+            # the report draws every cue set's τ curve in one figure: none per cue set here
+            result = evaluate_cues(cfg, maps_dir, split=cue_split(cfg), progress=progress, figure=False)
         results.append(result)
         outputs[f"{variant}:{mechanism}"] = str(quality)
     floors = _floors(cfg, layout, progress) if sets else {}
@@ -182,7 +183,7 @@ def _floors(cfg: Config, layout: RunLayout, progress: bool) -> dict[str, dict[st
     if missing:
         print(f"  cues: floors {', '.join(missing)} on {cue_split(cfg)}")
         out_dir = layout.floor_quality(missing[0]).parent.parent
-        made = evaluate_floors(cfg, cue_split(cfg), out_dir=out_dir, progress=progress, kinds=missing)
+        made = evaluate_floors(cfg, cue_split(cfg), out_dir=out_dir, progress=progress, kinds=missing, figure=False)
         found.update({name: QualityRecord.from_json(result) for name, result in zip(missing, made)})
     return {name: rec.to_json() for name, rec in found.items() if rec is not None}
 
