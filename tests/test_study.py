@@ -342,7 +342,10 @@ def test_study_configs_load(name):
     cfg = load_config(ROOT / "configs" / name)
     check_run_config(cfg)
     mechanisms = {s.split(":")[1] for s in cfg.run.cue_sets}
-    assert len(mechanisms) >= 6 and mechanisms <= set(REGISTRY)
+    assert mechanisms <= set(REGISTRY)
+    # the CPU study compares the paper's three native mechanisms (its budget goes to the segmenters);
+    # the GPU study adds pytorch-grad-cam's
+    assert len(mechanisms) >= (6 if name == "study_gpu.toml" else 3)
     assert {"baseline:gradcam", "baseline:gradcampp", "baseline:channel", "icasc:channel"} <= set(cfg.run.cue_sets)
     assert {"baseline", "icasc"} <= set(cfg.classify.variants)
     # a classifier on which the mechanisms really differ: VGG-19, or a ResNet's inner layer
