@@ -106,8 +106,9 @@ def _build_data_parser(sub: argparse._SubParsersAction) -> None:
                                     "at --out with the same seed and size is skipped.")
     b.add_argument("--out", type=Path, required=True, help="folder to write (created if missing)")
     b.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    b.add_argument("--size", choices=("small", "default"), default="default",
-                   help="small: a few hundred images for tests; default: >=1500 train, >=300 val, >=300 test")
+    b.add_argument("--size", choices=("small", "medium", "default"), default="default",
+                   help="small: a few hundred images for tests; medium (the demo's): default's first 800 train "
+                        "images, the same val and test; default: 1600 train, 320 val, 320 test")
     b.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     _add_shared_options(b, "quiet")
     b.set_defaults(func=_cmd_data_build)

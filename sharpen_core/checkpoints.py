@@ -133,7 +133,10 @@ def restore_training_state(state: dict, model: torch.nn.Module, optimizer: torch
         raise CheckpointMismatch(f"checkpoint lacks {absent}, which resuming needs (a finished run's checkpoint keeps "
                                  "only its weights); start the run in another output folder")
     model.load_state_dict(state["model"])
+    implementation = [{k: g.get(k) for k in ("fused", "foreach")} for g in optimizer.param_groups]
     optimizer.load_state_dict(state["optimizer"])
+    for group, kept in zip(optimizer.param_groups, implementation):
+        group.update(kept)  # the kernel this machine's optimizer chose, not the saving machine's
     scheduler.load_state_dict(state["scheduler"])  # type: ignore[attr-defined]
     scaler.load_state_dict(state["scaler"])  # type: ignore[attr-defined]
     torch.set_rng_state(state["rng_cpu"])

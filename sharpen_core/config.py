@@ -48,7 +48,7 @@ class DataConfig:
 
     root: str = "builtin_data"
     builtin: bool = False  # build the built-in dataset at `root` when it is missing
-    builtin_size: str = "default"  # "small" | "default"
+    builtin_size: str = "default"  # "small" | "medium" | "default"
     builtin_seed: int = 0
     train_split: str = "train"
     val_split: str = "val"

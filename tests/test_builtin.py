@@ -319,3 +319,14 @@ def test_voc_like_statistics(built):
     # class-correlated context: most of the top co-occurring pairs share a scene (cat + dog indoors, ...)
     top = [[VOC_CLASSES.index(c) for c in p["classes"]] for p in s["co_occurrence"][:5]]
     assert sum(CLASS_SCENE[a] == CLASS_SCENE[b] for a, b in top) >= 3, s["co_occurrence"][:5]
+
+
+def test_the_datasets_sizes_are_nested():
+    """small ⊂ medium ⊂ default split by split: with images rendered from (seed, split, index) alone
+    (test_same_seed_same_bytes_other_seed_different), the demo's medium set is default's first images."""
+    order = ["small", "medium", "default"]
+    for smaller, larger in zip(order, order[1:]):
+        for split in ("train", "val", "test"):
+            assert BUILTIN_SIZES[smaller][split] <= BUILTIN_SIZES[larger][split]
+    assert BUILTIN_SIZES["medium"]["val"] == BUILTIN_SIZES["default"]["val"]
+    assert BUILTIN_SIZES["medium"]["test"] == BUILTIN_SIZES["default"]["test"]

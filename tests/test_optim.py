@@ -105,3 +105,47 @@ def test_scheduler_sets_every_group_and_resumes_exactly():
         for o, s in ((opt, sched), (opt2, sched2)):
             o.step()
             s.step()
+
+
+def test_adamw_is_fused_where_torch_can_and_updates_as_the_default():
+    from sharpen_core.optim import fused_adamw_supported
+
+    torch.manual_seed(0)
+    a = torch.nn.Linear(5, 3)
+    b = torch.nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    fused = build_optimizer("adamw", [{"params": [a.weight], "lr": 0.05}, {"params": [a.bias]}], lr=0.1,
+                            weight_decay=0.01)
+    plain = torch.optim.AdamW([{"params": [b.weight], "lr": 0.05}, {"params": [b.bias]}], lr=0.1, weight_decay=0.01,
+                              foreach=False)
+    supported = fused_adamw_supported([a.weight])
+    assert bool(fused.param_groups[0].get("fused")) == supported
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4):
+        assert supported  # torch >= 2.4 has the CPU kernel
+    x = torch.randn(7, 5)
+    for _ in range(5):
+        for model, opt in ((a, fused), (b, plain)):
+            opt.zero_grad()
+            model(x).square().sum().backward()
+            opt.step()
+    torch.testing.assert_close(a.weight, b.weight, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a.bias, b.bias, rtol=1e-5, atol=1e-6)
+    # integer tensors or mixed devices: the default implementation
+    assert not fused_adamw_supported([])
+    assert not fused_adamw_supported([torch.zeros(2, dtype=torch.int64)])
+
+
+def test_resume_keeps_this_machines_optimizer_kernel():
+    from sharpen_core.checkpoints import restore_training_state, training_state
+
+    model = torch.nn.Linear(2, 2)
+    old = torch.optim.AdamW(model.parameters(), lr=0.1, foreach=False)  # a checkpoint from before fused AdamW
+    sched = make_scheduler(old, Schedule("cosine", 10))
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    state = {"model": model.state_dict(), **training_state(old, sched, scaler, torch.device("cpu"))}
+    new = build_optimizer("adamw", model.parameters(), lr=0.1, weight_decay=0.0)
+    chosen = {k: new.param_groups[0].get(k) for k in ("fused", "foreach")}
+    restore_training_state(state, model, new, make_scheduler(new, Schedule("cosine", 10)), scaler,
+                           torch.device("cpu"))
+    assert {k: new.param_groups[0].get(k) for k in ("fused", "foreach")} == chosen
+    assert new.param_groups[0]["lr"] == pytest.approx(0.1)

@@ -30,11 +30,13 @@ ID_PREFIX = "bi_"
 
 BUILTIN_SIZES: dict[str, dict[str, int]] = {
     "small": {"train": 160, "val": 48, "test": 48},
+    "medium": {"train": 800, "val": 320, "test": 320},  # the demo's: default's first 800 train images
     "default": {"train": 1600, "val": 320, "test": 320},
     "pretrain": {"train": 4800, "val": 320, "test": 0},
     "pretrain-small": {"train": 256, "val": 32, "test": 0},
 }
-"""Images per split for each ``size``."""
+"""Images per split for each ``size``. An image depends on (seed, split, index, stream) alone, so a
+smaller size of the same stream holds the first images of each split of a larger one."""
 
 PRETRAIN_SIZES: tuple[str, ...] = ("pretrain", "pretrain-small")
 """Sizes of the pretraining sets (classify/pretrain.py): rendered from stream family 1, so none of
