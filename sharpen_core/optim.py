@@ -114,7 +114,8 @@ def build_optimizer(name: str, params: Iterable[Any], lr: float, weight_decay: f
     if name == "adamw":
         if len(betas) != 2:
             raise ValueError(f"AdamW betas must be two numbers, got {list(betas)}")
-        params = list(params)
+        params = [dict(g, params=[g["params"]] if isinstance(g["params"], torch.Tensor) else list(g["params"]))
+                  if isinstance(g, dict) else g for g in params]  # generators read once, here
         kwargs = dict(lr=lr, betas=(float(betas[0]), float(betas[1])), weight_decay=weight_decay)
         if fused_adamw_supported(params):
             return torch.optim.AdamW(params, fused=True, **kwargs)

@@ -149,3 +149,11 @@ def test_resume_keeps_this_machines_optimizer_kernel():
                            torch.device("cpu"))
     assert {k: new.param_groups[0].get(k) for k in ("fused", "foreach")} == chosen
     assert new.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+def test_adamw_takes_parameter_groups_given_as_generators():
+    model = torch.nn.Linear(3, 2)
+    opt = build_optimizer("adamw", ({"params": (p for p in [model.weight]), "lr": 0.05},
+                                    {"params": model.bias}), lr=0.1, weight_decay=0.0)
+    assert [len(g["params"]) for g in opt.param_groups] == [1, 1]
+    assert opt.param_groups[0]["params"][0] is model.weight and opt.param_groups[1]["params"][0] is model.bias
