@@ -133,6 +133,7 @@ def test_adamw_is_fused_where_torch_can_and_updates_as_the_default():
     # integer tensors or mixed devices: the default implementation
     assert not fused_adamw_supported([])
     assert not fused_adamw_supported([torch.zeros(2, dtype=torch.int64)])
+    assert fused_adamw_supported([{"params": a.weight}]) == supported  # a group's lone tensor, not its rows
 
 
 def test_resume_keeps_this_machines_optimizer_kernel():
